@@ -1,0 +1,94 @@
+"""Helpers shared by the jobyard side and the driver: percentiles, deadlines, process sampling.
+
+Kept free of jobyard imports so the peer runner (in its own virtualenv) can use it as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import psutil
+
+
+class BenchTimeout(Exception):
+    """The run went past its --timeout."""
+
+
+class Deadline:
+    """A point in time that every wait of the run is bounded by."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left; raises BenchTimeout once none are."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise BenchTimeout(f"benchmark exceeded --timeout {self.seconds:g}s")
+        return left
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def p50_p99(values: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": round(percentile(ordered, 50), 3), "p99": round(percentile(ordered, 99), 3)}
+
+
+class RssPeaks(threading.Thread):
+    """Samples the RSS of named groups of processes; keeps each group's peak sum and peak single process."""
+
+    def __init__(self, groups: Callable[[], dict[str, list[int]]], interval: float = 0.1) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self._groups = groups
+        self.interval = interval
+        self.peak_sum: dict[str, int] = {}
+        self.peak_one: dict[str, int] = {}
+        self._procs: dict[int, psutil.Process] = {}
+        self._stop_event = threading.Event()
+
+    def _proc(self, pid: int) -> psutil.Process:
+        proc = self._procs.get(pid)
+        if proc is None:
+            proc = self._procs[pid] = psutil.Process(pid)
+        return proc
+
+    def sample(self) -> None:
+        for name, pids in self._groups().items():
+            total = 0
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    rss = int(self._proc(pid).memory_info().rss)
+                    total += rss
+                    self.peak_one[name] = max(self.peak_one.get(name, 0), rss)
+            self.peak_sum[name] = max(self.peak_sum.get(name, 0), total)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time used so far by the given processes."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total

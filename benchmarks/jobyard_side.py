@@ -1,0 +1,498 @@
+"""The jobyard half of the side-by-side benchmark: the real processes on the real servers, as a user runs them.
+
+Starts `jobyard api`, `jobyard relay` and W `jobyard worker` processes on PostgreSQL + RabbitMQ + Redis, submits
+through the HTTP API, and detects completion in the store (the source of truth); then tears everything down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import asyncpg
+import orjson
+import psutil
+
+from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99
+from benchmarks.rawhttp import RawHttpPool
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FINAL = ("succeeded", "failed", "cancelled")
+QUEUE = "bench"
+
+
+@dataclass
+class JobyardConfig:
+    """One run of the jobyard side. URLs default to the local servers; every field is a CLI flag of ``run``."""
+
+    jobs: int = 1000
+    actions: int = 10
+    workers: int = 2
+    concurrency: int | None = None  # per worker process; None: jobyard's default
+    message_actions: int | None = None  # actions per broker message; None: jobyard's default
+    submit_concurrency: int = 8  # HTTP submissions in flight (clients submit concurrently)
+    latency_samples: int = 200
+    latency_interval_ms: float = 10.0
+    status_rps: float = 1000.0
+    status_seconds: float = 5.0
+    timeout: float = 300.0
+    pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/12"
+    db_prefix: str = "jobyard_bench"
+    queue_prefix: str = "jobyard-bench"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    profile_dir: str | None = None  # py-spy records of api, relay and workers during the throughput phase
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _with_database(admin_url: str, name: str) -> str:
+    return urlparse(admin_url)._replace(path=f"/{name}").geturl()
+
+
+class Processes:
+    """jobyard's processes for one run; logs go to temporary files shown when something fails."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, IO[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        log = tempfile.TemporaryFile(prefix=f"jobyard-bench-{name}-")  # noqa: SIM115 - closed in stop_all
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "jobyard", *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def pids(self, prefix: str) -> list[int]:
+        return [p.pid for n, p in self.procs.items() if n.startswith(prefix)]
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early with code {proc.returncode}:\n{self.tail()}")
+
+    def tail(self, limit: int = 3000) -> str:
+        out = []
+        for name, log in self.logs.items():
+            with contextlib.suppress(Exception):
+                log.flush()
+                log.seek(0)
+                out.append(f"--- {name}\n{log.read().decode(errors='replace')[-limit:]}")
+        return "\n".join(out)
+
+    def stop_all(self, grace: float = 15.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs.values():
+            log.close()
+
+
+def _run_cli(env: dict[str, str], *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jobyard", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"jobyard {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+class JobyardBench:
+    def __init__(self, cfg: JobyardConfig) -> None:
+        self.cfg = cfg
+        self.run_id = uuid.uuid4().hex[:8]
+        self.db_name = f"{cfg.db_prefix}_{self.run_id}"
+        self.db_url = _with_database(cfg.pg_admin_url, self.db_name)
+        self.queue_prefix = f"{cfg.queue_prefix}-{self.run_id}"
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
+        env.update(
+            JOBYARD_DATABASE_URL=self.db_url,
+            JOBYARD_BROKER_URL=cfg.amqp_url,
+            JOBYARD_REDIS_URL=cfg.redis_url,
+            JOBYARD_QUEUE_PREFIX=self.queue_prefix,
+            JOBYARD_APP="benchmarks.jobyard_app:yard",
+            JOBYARD_LOG_LEVEL="WARNING",
+            PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        )
+        if cfg.concurrency is not None:
+            env["JOBYARD_WORKER_CONCURRENCY"] = str(cfg.concurrency)
+        if cfg.message_actions is not None:
+            env["JOBYARD_MESSAGE_ACTIONS"] = str(cfg.message_actions)
+        env.update(cfg.extra_env)
+        self.env = env
+        self.procs = Processes(env)
+        self.http = RawHttpPool("127.0.0.1", self.port, max(cfg.submit_concurrency, 32))
+        self.db: asyncpg.Connection | None = None
+        self.deadline = Deadline(cfg.timeout)
+
+    # --- set-up and teardown ---------------------------------------------------------------------------
+    async def setup(self) -> None:
+        admin = await asyncpg.connect(self.cfg.pg_admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
+            await admin.execute(f"CREATE DATABASE {self.db_name}")
+        finally:
+            await admin.close()
+        await asyncio.to_thread(_run_cli, self.env, "migrate")
+        self.procs.start("api", "api", "--port", str(self.port))
+        self.procs.start("relay", "relay")
+        for i in range(self.cfg.workers):
+            self.procs.start(f"worker-{i}", "worker")
+        self.db = await asyncpg.connect(self.db_url)
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        import aio_pika
+
+        while True:
+            self.procs.check_alive()
+            with contextlib.suppress(OSError, ValueError, Exception):
+                status, body = await self.http.request("GET", "/readyz")
+                if status == 200 and orjson.loads(body)["status"] == "ok":
+                    break
+            await asyncio.sleep(min(0.2, self.deadline.remaining()))
+        connection = await aio_pika.connect(self.cfg.amqp_url)
+        try:
+            while True:
+                self.procs.check_alive()
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    queue = await channel.declare_queue(f"{self.queue_prefix}.{QUEUE}", passive=True)
+                    if (queue.declaration_result.consumer_count or 0) >= self.cfg.workers:
+                        break
+                await asyncio.sleep(min(0.2, self.deadline.remaining()))
+        finally:
+            await connection.close()
+
+    async def teardown(self) -> None:
+        self.procs.stop_all()
+        await self.http.close()
+        if self.db is not None:
+            await self.db.close()
+        with contextlib.suppress(Exception):
+            await self._delete_queues()
+        with contextlib.suppress(Exception):
+            await self._delete_redis_keys()
+        admin = await asyncpg.connect(self.cfg.pg_admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+    async def _delete_queues(self) -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(self.cfg.amqp_url)
+        try:
+            for name in (QUEUE, "dead-letters"):
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(f"{self.queue_prefix}.{name}")
+        finally:
+            await connection.close()
+
+    async def _delete_redis_keys(self) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(self.cfg.redis_url)
+        try:
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match="jobyard:result:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+        finally:
+            await client.aclose()
+
+    # --- helpers ---------------------------------------------------------------------------------------
+    async def submit(self, name: str, actions: Sequence[dict[str, Any]]) -> str:
+        status, body = await self.http.request("POST", "/api/jobs", orjson.dumps({"name": name, "actions": actions}))
+        if status != 202:
+            raise RuntimeError(f"submit answered {status}: {body[:300]!r}")
+        return str(orjson.loads(body)["id"])
+
+    async def submit_many(self, name: str, jobs: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+        ids: list[str] = [""] * len(jobs)
+        cursor = iter(range(len(jobs)))
+
+        async def submitter() -> None:
+            for index in cursor:
+                ids[index] = await self.submit(name, jobs[index])
+
+        await asyncio.gather(*(submitter() for _ in range(self.cfg.submit_concurrency)))
+        return ids
+
+    async def wait_finished(self, name: str, count: int, poll: float = 0.01) -> None:
+        """Poll the store until ``count`` jobs called ``name`` are final."""
+        assert self.db is not None
+        statement = await self.db.prepare(
+            "SELECT count(*) FROM jobyard_jobs WHERE name = $1 AND status = ANY($2::text[])"
+        )
+        while True:
+            done = await statement.fetchval(name, list(FINAL))
+            if done >= count:
+                return
+            self.procs.check_alive()
+            self.deadline.remaining()
+            await asyncio.sleep(poll)
+
+    # --- phases ----------------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        jobs = [[{"type": "bench.noop", "payload": {"warmup": i, "action": a}} for a in range(4)] for i in range(20)]
+        await self.submit_many("bench-warmup", jobs)
+        await self.wait_finished("bench-warmup", len(jobs))
+
+    async def measure_latency(self) -> list[float]:
+        """Single-action jobs spaced ``latency_interval_ms`` apart: client submit time → handler start time."""
+        assert self.db is not None
+        sent: list[tuple[float, str]] = []
+        interval = self.cfg.latency_interval_ms / 1000.0
+        start = time.monotonic()
+        for i in range(self.cfg.latency_samples):
+            pause = start + i * interval - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            t_submit = time.time()
+            sent.append((t_submit, await self.submit("bench-latency", [{"type": "bench.stamp", "payload": i}])))
+        await self.wait_finished("bench-latency", len(sent))
+        rows = await self.db.fetch(
+            "SELECT job_id::text AS job_id, result FROM jobyard_actions WHERE job_id = ANY($1::uuid[])",
+            [job_id for _, job_id in sent],
+        )
+        started = {r["job_id"]: orjson.loads(r["result"])["started_at"] for r in rows}
+        return [(started[job_id] - t_submit) * 1000.0 for t_submit, job_id in sent]
+
+    async def measure_throughput(self) -> dict[str, Any]:
+        cfg = self.cfg
+        jobs = [[{"type": "bench.noop", "payload": {"job": j, "action": a}} for a in range(cfg.actions)]
+                for j in range(cfg.jobs)]  # fmt: skip
+        roles = {"api": self.procs.pids("api"), "relay": self.procs.pids("relay"), "workers": self.procs.pids("worker")}
+        servers = _server_pids()
+        cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
+        servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
+        client0 = time.process_time()
+        profilers = self._start_profilers() if cfg.profile_dir else []
+        t0 = time.perf_counter()
+        submitting = asyncio.create_task(self.submit_many("bench-throughput", jobs))
+        waiting = asyncio.create_task(self.wait_finished("bench-throughput", cfg.jobs))
+        ids = await submitting
+        submit_s = time.perf_counter() - t0
+        await waiting
+        elapsed = time.perf_counter() - t0
+        _stop_profilers(profilers)
+        cpu = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
+        cpu["client"] = round(time.process_time() - client0, 2)
+        server_cpu = {name: round(cpu_seconds(pids) - servers0[name], 2) for name, pids in servers.items()}
+        self.throughput_job_ids = ids
+        return {"elapsed_s": elapsed, "submit_s": submit_s, "cpu_s": cpu, "server_cpu_s": server_cpu}
+
+    def _start_profilers(self, phase: str = "throughput", only: str = "") -> list[subprocess.Popen[bytes]]:
+        assert self.cfg.profile_dir is not None
+        out = Path(self.cfg.profile_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        py_spy = Path(sys.executable).with_name("py-spy")
+        started = []
+        for name, proc in self.procs.procs.items():
+            if not name.startswith(only):
+                continue
+            target = str(out / f"{phase}-{name}.speedscope.json")
+            command = [str(py_spy), "record", "--pid", str(proc.pid), "--rate", "250", "--format", "speedscope"]
+            started.append(
+                subprocess.Popen([*command, "-o", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        time.sleep(1.0)  # py-spy needs a moment to attach
+        return started
+
+    async def verify(self) -> dict[str, int]:
+        """Every action of the timed jobs is recorded in the store: succeeded once, with its payload as result."""
+        assert self.db is not None
+        row = await self.db.fetchrow(
+            """
+            SELECT count(*) AS actions,
+                   count(*) FILTER (WHERE a.status = 'succeeded' AND a.attempt = 1
+                                    AND a.result = a.payload AND a.finished_at IS NOT NULL) AS recorded,
+                   (SELECT count(*) FROM jobyard_jobs
+                     WHERE name = 'bench-throughput' AND status = 'succeeded'
+                       AND succeeded = total AND total = $1) AS jobs_succeeded
+            FROM jobyard_actions a JOIN jobyard_jobs j ON j.id = a.job_id
+            WHERE j.name = 'bench-throughput'
+            """,
+            self.cfg.actions,
+        )
+        assert row is not None
+        checked = {k: int(row[k]) for k in ("actions", "recorded", "jobs_succeeded")}
+        expected = self.cfg.jobs * self.cfg.actions
+        if (checked["actions"], checked["recorded"], checked["jobs_succeeded"]) != (expected, expected, self.cfg.jobs):
+            raise RuntimeError(f"the store does not hold every action as succeeded once: {checked}")
+        return checked
+
+    async def measure_status_reads(self) -> dict[str, Any]:
+        """Open-loop GET /api/jobs/{id}/status at a fixed rate; latency counts from the scheduled send time."""
+        ids = self.throughput_job_ids
+        rate, seconds = self.cfg.status_rps, self.cfg.status_seconds
+        total = max(1, int(rate * seconds))
+        latencies: list[float] = []
+        errors = 0
+        pids = self.procs.pids("api")
+        cpu0 = cpu_seconds(pids)
+        # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds, too coarse for these latencies.
+        clock = time.perf_counter
+
+        async def one(scheduled: float, job_id: str) -> None:
+            nonlocal errors
+            status, _ = await self.http.request("GET", f"/api/jobs/{job_id}/status")
+            if status != 200:
+                errors += 1
+            latencies.append((clock() - scheduled) * 1000.0)
+
+        profilers = self._start_profilers("status", "api") if self.cfg.profile_dir else []
+        tasks = []
+        start = clock() + 0.05
+        for i in range(total):
+            scheduled = start + i / rate
+            pause = scheduled - clock()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(one(scheduled, random.choice(ids))))
+        await asyncio.gather(*tasks)
+        achieved = total / (clock() - start)
+        _stop_profilers(profilers)
+        return {
+            "requests": total,
+            "target_rps": rate,
+            "achieved_rps": round(achieved, 1),
+            "errors": errors,
+            "latency_ms": p50_p99(latencies),
+            "api_cpu_s": round(cpu_seconds(pids) - cpu0, 2),
+        }
+
+
+def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(timeout=60)
+
+
+def _server_pids() -> dict[str, list[int]]:
+    """PIDs of the local servers, to show where CPU went (shared servers: includes anyone else's load)."""
+    names = {"postgres": "postgresql", "beam.smp": "rabbitmq", "redis-server": "redis"}
+    out: dict[str, list[int]] = {v: [] for v in names.values()}
+    for proc in psutil.process_iter(["name"]):
+        server = names.get(proc.info["name"] or "")
+        if server:
+            out[server].append(proc.pid)
+    return out
+
+
+async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
+    bench = JobyardBench(cfg)
+    result: dict[str, Any] = {
+        "system": "jobyard",
+        "jobs": cfg.jobs,
+        "actions_per_job": cfg.actions,
+        "workers": cfg.workers,
+    }
+    sampler = RssPeaks(
+        lambda: {
+            "api": bench.procs.pids("api"),
+            "relay": bench.procs.pids("relay"),
+            "workers": bench.procs.pids("worker"),
+        }
+    )
+    try:
+        await bench.setup()
+        sampler.start()
+        await bench.warm_up()
+        latency = await bench.measure_latency()
+        throughput = await bench.measure_throughput()
+        result["verified"] = await bench.verify()
+        status_reads = await bench.measure_status_reads() if cfg.status_rps > 0 and cfg.status_seconds > 0 else None
+        sampler.sample()
+    except BenchTimeout:
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"{exc}\n{bench.procs.tail()}") from exc
+    finally:
+        if sampler.is_alive():
+            sampler.stop()
+        await bench.teardown()
+    actions = cfg.jobs * cfg.actions
+    mib = 1024 * 1024
+    result.update(
+        elapsed_s=round(throughput["elapsed_s"], 4),
+        actions_per_s=round(actions / throughput["elapsed_s"], 1),
+        latency_ms=p50_p99(latency),
+        worker_peak_rss_mb=round(sampler.peak_sum.get("workers", 0) / mib, 1),
+        status_reads=status_reads,
+        details={
+            "submit_s": round(throughput["submit_s"], 4),
+            "throughput_phase_cpu_s": throughput["cpu_s"],
+            "throughput_phase_server_cpu_s": throughput["server_cpu_s"],
+            "latency_samples": len(latency),
+            "peak_rss_mb": {
+                "api": round(sampler.peak_sum.get("api", 0) / mib, 1),
+                "relay": round(sampler.peak_sum.get("relay", 0) / mib, 1),
+                "workers_sum": round(sampler.peak_sum.get("workers", 0) / mib, 1),
+                "largest_worker": round(sampler.peak_one.get("workers", 0) / mib, 1),
+            },
+            "worker_processes": cfg.workers,
+            "settings": {
+                k: v
+                for k, v in asdict(cfg).items()
+                if k in ("concurrency", "message_actions", "submit_concurrency", "extra_env")
+            },
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+        },
+    )
+    return result
+
+
+def run_jobyard(cfg: JobyardConfig) -> dict[str, Any]:
+    """Run the jobyard side on uvloop when installed; returns the measurements as a JSON-able dict."""
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run_jobyard_async(cfg))

@@ -1,0 +1,158 @@
+"""One command for the side-by-side benchmark: jobyard, Dramatiq and Celery, the same work, one run, ratios.
+
+python -m benchmarks.run --jobs 1000 --actions 10 --workers 2 --peer-python PATH/TO/bench-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.common import BenchTimeout
+from benchmarks.jobyard_side import REPO_ROOT, JobyardConfig, run_jobyard
+
+SYSTEMS = ("jobyard", "dramatiq", "celery")
+
+
+def run_peer(system: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one peer in its own interpreter (the peers are bench-only dependencies, never jobyard's)."""
+    if not args.peer_python:
+        raise SystemExit(f"{system}: pass --peer-python (or set JOBYARD_BENCH_PEER_PYTHON) to a Python with it")
+    command = [
+        args.peer_python, "-m", "benchmarks.peers.run_peer", system,
+        "--jobs", str(args.jobs), "--actions", str(args.actions), "--workers", str(args.workers),
+        "--latency-samples", str(args.latency_samples), "--latency-interval-ms", str(args.latency_interval_ms),
+        "--timeout", str(args.timeout), "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{system} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = JobyardConfig(
+        jobs=args.jobs,
+        actions=args.actions,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        message_actions=args.message_actions,
+        submit_concurrency=args.submit_concurrency,
+        latency_samples=args.latency_samples,
+        latency_interval_ms=args.latency_interval_ms,
+        status_rps=args.status_rps,
+        status_seconds=args.status_seconds,
+        timeout=args.timeout,
+        pg_admin_url=args.pg_url,
+        amqp_url=args.amqp_url,
+        redis_url=args.redis_url,
+        db_prefix=args.db_prefix,
+        queue_prefix=args.queue_prefix,
+        profile_dir=args.profile_dir,
+    )
+    return run_jobyard(cfg)
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    head = (
+        f"{'system':<10} {'actions/s':>10} {'elapsed s':>10} {'start p50 ms':>13} {'start p99 ms':>13} "
+        f"{'worker RSS MiB':>15}"
+    )
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        lat = r.get("latency_ms", {})
+        lines.append(
+            f"{name:<10} {r['actions_per_s']:>10,.0f} {r['elapsed_s']:>10.3f} {lat.get('p50', float('nan')):>13.2f} "
+            f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>15.1f}"
+        )
+    jy = results.get("jobyard")
+    if jy is not None:
+        for name, r in results.items():
+            if name != "jobyard" and r["actions_per_s"] > 0:
+                lines.append(f"jobyard / {name}: {jy['actions_per_s'] / r['actions_per_s']:.2f}x throughput")
+        details = jy["details"]
+        rss = details["peak_rss_mb"]
+        lines.append(
+            f"jobyard peak RSS MiB: api {rss['api']}, relay {rss['relay']}, workers {rss['workers_sum']} "
+            f"(largest worker {rss['largest_worker']})"
+        )
+        lines.append(f"jobyard CPU s during the timed phase: {details['throughput_phase_cpu_s']}"
+                     f" servers: {details['throughput_phase_server_cpu_s']}")  # fmt: skip
+        status = jy.get("status_reads")
+        if status:
+            lines.append(
+                f"jobyard status reads: {status['achieved_rps']:.0f}/s (target {status['target_rps']:.0f}), "
+                f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
+                f"errors {status['errors']}"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--actions", type=int, default=10, help="no-op actions per job")
+    p.add_argument("--workers", type=int, default=2, help="worker processes, the same for every system")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    p.add_argument("--peer-python", default=os.environ.get("JOBYARD_BENCH_PEER_PYTHON"),
+                   help="interpreter with celery and dramatiq (benchmarks/peers/requirements.txt)")  # fmt: skip
+    p.add_argument("--concurrency", type=int, default=None, help="jobyard: actions at once per worker process")
+    p.add_argument("--message-actions", type=int, default=None, help="jobyard: actions packed per broker message")
+    p.add_argument("--submit-concurrency", type=int, default=8, help="jobyard: HTTP submissions in flight")
+    p.add_argument("--latency-samples", type=int, default=200)
+    p.add_argument("--latency-interval-ms", type=float, default=10.0)
+    p.add_argument("--status-rps", type=float, default=1000.0, help="jobyard: status reads per second (0: skip)")
+    p.add_argument("--status-seconds", type=float, default=5.0)
+    p.add_argument("--timeout", type=float, default=300.0, help="bound on each system's run, seconds")
+    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    p.add_argument("--amqp-url", default=os.environ.get("BENCH_JOBYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_JOBYARD_REDIS_URL", "redis://127.0.0.1:6379/12"))
+    p.add_argument("--db-prefix", default=os.environ.get("BENCH_DB_PREFIX", "jobyard_bench"))
+    p.add_argument("--queue-prefix", default=os.environ.get("BENCH_QUEUE_PREFIX", "jobyard-bench"))
+    p.add_argument("--profile-dir", default=None, help="jobyard: py-spy speedscope profiles of every process")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the table goes to stderr)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise SystemExit(f"unknown systems: {', '.join(sorted(unknown))}")
+    results: dict[str, dict[str, Any]] = {}
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    failed: dict[str, str] = {}
+    for system in systems:
+        print(f"running {system} ...", file=sys.stderr)
+        try:
+            results[system] = run_jobyard_side(args) if system == "jobyard" else run_peer(system, args)
+        except (BenchTimeout, RuntimeError) as exc:
+            # One system failing (a server restarted mid-run, a timeout) must not throw away the others' numbers.
+            failed[system] = str(exc)[-2000:]
+            print(f"error: {system}: {failed[system]}", file=sys.stderr)
+    if not results:
+        return 2
+    report = table(results)
+    if args.json:
+        print(report, file=sys.stderr)
+        ratios = {
+            name: round(results["jobyard"]["actions_per_s"] / r["actions_per_s"], 3)
+            for name, r in results.items()
+            if name != "jobyard" and "jobyard" in results and r["actions_per_s"] > 0
+        }
+        report_json = {"started": started, "results": results, "jobyard_throughput_ratio": ratios, "failed": failed}
+        print(json.dumps(report_json))
+    else:
+        print(report)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

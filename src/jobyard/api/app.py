@@ -1,0 +1,176 @@
+"""The FastAPI application factory. One lifespan owns every pool and connection.
+
+``create_app(settings, yard)`` serves the API; with ``embedded=True`` the same process also runs a relay and
+a worker (that is `jobyard dev`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from jobyard import __version__
+from jobyard.api import deps, schemas
+from jobyard.api.ratelimit import RateLimitMiddleware
+from jobyard.api.routes_jobs import router as jobs_router
+from jobyard.api.routes_ops import router as ops_router
+from jobyard.api.routes_pages import STATIC_DIR
+from jobyard.api.routes_pages import router as pages_router
+from jobyard.api.routes_streams import router as streams_router
+from jobyard.config import Settings
+from jobyard.errors import Conflict, NotFound, StoreError, ValidationError
+from jobyard.kv.cache import cancel_quietly
+from jobyard.live.hub import EventHub
+from jobyard.live.presence import WorkerDirectory
+from jobyard.live.sampler import QueueSampler
+from jobyard.relay import Relay
+from jobyard.runtime import Runtime
+from jobyard.sdk import Yard
+from jobyard.worker import Worker
+
+log = logging.getLogger("jobyard.api")
+
+RETRY_AFTER_SECONDS = "2"
+
+
+def create_app(
+    settings: Settings,
+    yard: Yard,
+    *,
+    runtime: Runtime | None = None,
+    embedded: bool = False,
+    migrate: bool = False,
+) -> FastAPI:
+    rt = runtime or Runtime(settings)
+    hub = EventHub(rt.kv, rt.repo, buffer=settings.stream_buffer)
+    directory = WorkerDirectory()
+    hub.on_worker_heartbeat(directory.heard)
+
+    def queue_names() -> list[str]:
+        return sorted({*yard.queues, *(q for w in directory.alive() for q in w.get("queues", []))})
+
+    sampler = QueueSampler(rt.broker, queue_names)
+    hub.on_event(sampler.count)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start(migrate=migrate or embedded)
+        yard.bind_cache(rt.user_cache)
+        cache_listener = asyncio.create_task(rt.cache.listen(), name="jobyard-cache-invalidations")
+        await hub.start()
+        await sampler.start()
+        services: list[Any] = []
+        if embedded:
+            relay = Relay(settings=settings, repo=rt.repo, broker=rt.broker, events=rt.events)
+            worker = Worker(
+                settings=settings,
+                repo=rt.repo,
+                broker=rt.broker,
+                results=rt.results,
+                events=rt.events,
+                yard=yard,
+            )
+            await relay.start()
+            await worker.start()
+            services = [worker, relay]
+            app.state.worker, app.state.relay = worker, relay
+        try:
+            yield
+        finally:
+            for service in services:
+                await service.stop()
+            await cancel_quietly(cache_listener)
+            await sampler.stop()
+            await hub.stop()
+            await rt.close()
+
+    app = FastAPI(
+        title="jobyard",
+        version=__version__,
+        summary="Asynchronous jobs of many actions, with live status.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.state.yard = yard
+    app.state.settings = settings
+    app.state.hub, app.state.workers, app.state.sampler = hub, directory, sampler
+    app.include_router(jobs_router)
+    app.include_router(streams_router)
+    app.include_router(ops_router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(RateLimitMiddleware, limiter_of=lambda: rt.rate_limiter if rt.rate_limiter.limits else None)
+    _install_error_handlers(app)
+    _install_health(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ValidationError)
+    async def _validation(request: Request, exc: ValidationError) -> Response:
+        detail = [{"type": "value_error", "loc": list(exc.loc), "msg": exc.message}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> Response:
+        log.warning("store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the database is unavailable, retry shortly ({exc})"},
+            status_code=503,
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{k: v for k, v in err.items() if k in ("type", "loc", "msg", "input")} for err in exc.errors()]
+        return JSONResponse({"detail": _jsonable(errors)}, status_code=422)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _install_health(app: FastAPI) -> None:
+    @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"], summary="The process is alive")
+    async def healthz() -> Response:
+        return deps.json_response({"status": "ok", "checks": {}})
+
+    @app.get(
+        "/readyz",
+        response_model=schemas.HealthOut,
+        tags=["health"],
+        summary="Ready to serve: the database must answer; a missing broker or Redis means degraded",
+        responses={503: {"model": schemas.HealthOut}},
+    )
+    async def readyz(request: Request) -> Response:
+        rt: Runtime = request.app.state.runtime
+        checks = await rt.health()
+        if checks["database"] != "ok":
+            status, code = "down", 503
+        elif any(v != "ok" for v in checks.values()):
+            status, code = "degraded", 200
+        else:
+            status, code = "ok", 200
+        return deps.json_response({"status": status, "checks": checks}, status_code=code)

@@ -1,0 +1,274 @@
+"""Jobs, results and dead letters under ``/api``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from jobyard import jsonutil
+from jobyard.api import deps, schemas
+from jobyard.api.views import action_view, job_view, status_view
+from jobyard.errors import NotFound
+from jobyard.runtime import Runtime
+from jobyard.sdk import Yard
+from jobyard.store.repository import DedupKey
+from jobyard.submission import build_action_specs
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
+YardDep = Annotated[Yard, Depends(deps.yard)]
+TenantDep = Annotated[str, Depends(deps.tenant)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": schemas.ErrorOut, "description": "no such job for this tenant"}
+}
+
+
+IDEMPOTENCY_TTL = 24 * 3600.0
+
+
+def _dedup_keys(body: schemas.JobIn, idempotency_key: str | None) -> list[DedupKey]:
+    canonical = body.model_dump(mode="json", exclude={"dedup_window"})
+    request_hash = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    dedup = []
+    if idempotency_key is not None:
+        dedup.append(DedupKey(f"idem:{idempotency_key}", request_hash, IDEMPOTENCY_TTL, must_match=True))
+    if body.dedup_window:
+        dedup.append(DedupKey(f"sum:{request_hash}", request_hash, body.dedup_window, must_match=False))
+    return dedup
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=schemas.JobAccepted,
+    responses={
+        200: {"model": schemas.JobAccepted, "description": "the same request was already accepted: that job"},
+        409: {"model": schemas.ErrorOut, "description": "the Idempotency-Key was used for a different request"},
+        422: {"description": "invalid submission; `detail[].loc` names the field at fault"},
+    },
+    summary="Submit a job of one or more actions",
+)
+async def submit_job(
+    body: schemas.JobIn,
+    rt: RuntimeDep,
+    yard: YardDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200, description="retry-safe submission: the same key returns the same job"),
+    ] = None,
+) -> Response:
+    specs = build_action_specs(yard, rt.settings, body.actions)
+    job, action_ids = await rt.repo.create_job(
+        tenant_id=tenant,
+        name=body.name,
+        metadata=body.metadata,
+        actions=specs,
+        dedup=_dedup_keys(body, idempotency_key),
+    )
+    created = bool(action_ids)
+    return deps.json_response(
+        {"id": job.id, "status": job.status.value, "status_url": f"/api/jobs/{job.id}/status"},
+        status_code=202 if created else 200,
+        headers={"Location": f"/api/jobs/{job.id}", **({} if created else {"Idempotent-Replayed": "true"})},
+    )
+
+
+@router.get("/jobs", response_model=schemas.JobPage, summary="List jobs, newest first")
+async def list_jobs(
+    rt: RuntimeDep,
+    tenant: TenantDep,
+    status: schemas.JobStatusName | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: UUID | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="a job id, or text its name contains")] = None,
+) -> Response:
+    query = (q or "").strip()
+    if query:
+        try:
+            by_id = await rt.repo.get_job(tenant, UUID(query))
+        except ValueError:
+            pass
+        else:
+            matches = [by_id] if by_id is not None and status in (None, by_id.status.value) else []
+            return deps.json_response({"items": [job_view(j) for j in matches], "next_cursor": None})
+    jobs = await rt.repo.list_jobs(tenant, status=status, before=cursor, limit=limit + 1, name=query or None)
+    page, more = jobs[:limit], len(jobs) > limit
+    return deps.json_response(
+        {"items": [job_view(j) for j in page], "next_cursor": page[-1].id if more and page else None}
+    )
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=schemas.JobDetailOut,
+    responses=_NOT_FOUND,
+    summary="A job and its actions",
+)
+async def get_job(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    async def compute() -> bytes:
+        found = await rt.repo.get_job_with_actions(tenant, job_id)
+        if found is None:
+            raise NotFound(f"job {job_id} not found")
+        job, actions = found
+        view = job_view(job)
+        view["actions"] = [action_view(a) for a in actions]
+        return jsonutil.dumps(view)
+
+    return await _cached(rt, job_id, f"job:{tenant}:{job_id}", compute)
+
+
+async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awaitable[bytes]]) -> Response:
+    """Cache-aside read of one job's view; every status event of the job invalidates it."""
+    if rt.settings.cache_ttl <= 0:
+        body = await compute()
+    else:
+        body = await rt.cache.get_or_set(str(job_id), key, compute, rt.settings.cache_ttl)
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/jobs/{job_id}/status",
+    response_model=schemas.JobStatusOut,
+    responses=_NOT_FOUND,
+    summary="A job's consolidated status, progress and per-action state",
+)
+async def get_job_status(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    async def compute() -> bytes:
+        found = await rt.repo.get_job_with_actions(tenant, job_id)
+        if found is None:
+            raise NotFound(f"job {job_id} not found")
+        return jsonutil.dumps(status_view(*found))
+
+    return await _cached(rt, job_id, f"status:{tenant}:{job_id}", compute)
+
+
+@router.get(
+    "/results/{action_id}",
+    response_model=schemas.ResultOut,
+    responses=_NOT_FOUND,
+    summary="An action's result: the full value from Redis, else the store's summary",
+)
+async def get_result(action_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    action = await rt.repo.get_action(tenant, action_id)
+    if action is None:
+        raise NotFound(f"action {action_id} not found")
+    found, value = await rt.results.get(action_id) if action.status.value == "succeeded" else (False, None)
+    return deps.json_response(
+        {
+            "action_id": action.id,
+            "status": action.status.value,
+            "source": "cache" if found else "store",
+            "result": value if found else action.result,
+            "error": action.error,
+        }
+    )
+
+
+@router.get("/dead-letters", response_model=schemas.DeadLetterPage, summary="Actions that failed for good")
+async def list_dead_letters(
+    rt: RuntimeDep,
+    tenant: TenantDep,
+    queue: str | None = None,
+    type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: UUID | None = None,
+) -> Response:
+    rows = await rt.repo.list_dead_letters(tenant, queue=queue, type_=type, before=cursor, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    return deps.json_response(
+        {"items": [action_view(a) for a in page], "next_cursor": page[-1].id if more and page else None}
+    )
+
+
+@router.get("/action-types", response_model=list[schemas.ActionTypeOut], summary="Registered action types")
+async def list_action_types(rt: RuntimeDep, yard: YardDep) -> Response:
+    return deps.json_response(
+        [
+            {
+                "name": d.name,
+                "queue": d.queue,
+                "max_attempts": d.max_attempts or rt.settings.default_max_attempts,
+                "timeout": d.timeout or rt.settings.default_timeout,
+                "description": d.description,
+            }
+            for d in yard.definitions
+        ]
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=schemas.CancelOut,
+    responses={**_NOT_FOUND, 409: {"model": schemas.ErrorOut, "description": "the job is already final"}},
+    summary="Cancel a job: waiting actions at once, running ones are asked to stop",
+)
+async def cancel_job(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    result = await rt.repo.cancel_job(tenant, job_id)
+    if result.running_action_ids:
+        await rt.events.control({"type": "cancel", "action_ids": [str(i) for i in result.running_action_ids]})
+    await rt.events.publish(
+        [{"type": "job.cancelled", "job_id": str(job_id), "cancelled": len(result.cancelled_action_ids)}]
+    )
+    return deps.json_response(
+        {
+            "id": job_id,
+            "status": "cancelled",
+            "cancelled_actions": len(result.cancelled_action_ids),
+            "stopping_actions": len(result.running_action_ids),
+        }
+    )
+
+
+async def _requeue(rt: Runtime, tenant: str, action_id: UUID, extra_attempts: int) -> Response:
+    action = await rt.repo.requeue_failed(tenant, action_id, extra_attempts=extra_attempts)
+    await rt.events.publish(
+        [{"type": "action.status", "job_id": str(action.job_id), "action_id": str(action.id), "status": "queued"}]
+    )
+    return deps.json_response(
+        {"id": action.id, "job_id": action.job_id, "status": "queued", "max_attempts": action.max_attempts},
+        status_code=202,
+    )
+
+
+_REQUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": schemas.ErrorOut, "description": "no such action for this tenant"},
+    409: {"model": schemas.ErrorOut, "description": "the action is not failed, or its job was cancelled"},
+}
+
+
+@router.post(
+    "/actions/{action_id}/retry",
+    status_code=202,
+    response_model=schemas.RequeuedOut,
+    responses=_REQUEUE_RESPONSES,
+    summary="Run a failed action once more",
+)
+async def retry_action(action_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    return await _requeue(rt, tenant, action_id, extra_attempts=1)
+
+
+@router.post(
+    "/dead-letters/{action_id}/replay",
+    status_code=202,
+    response_model=schemas.RequeuedOut,
+    responses=_REQUEUE_RESPONSES,
+    summary="Replay a dead letter with a fresh attempt budget",
+)
+async def replay_dead_letter(
+    action_id: UUID, rt: RuntimeDep, yard: YardDep, tenant: TenantDep, body: schemas.ReplayIn | None = None
+) -> Response:
+    budget = body.max_attempts if body is not None and body.max_attempts else None
+    if budget is None:
+        action = await rt.repo.get_action(tenant, action_id)
+        if action is None:
+            raise NotFound(f"action {action_id} not found")
+        definition = yard.get(action.type) if action.type in yard else None
+        budget = (definition.max_attempts if definition else None) or rt.settings.default_max_attempts
+    return await _requeue(rt, tenant, action_id, extra_attempts=budget)

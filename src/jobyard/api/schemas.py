@@ -1,0 +1,171 @@
+"""Request and response models of the HTTP API (they also document it in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+
+JobStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+ActionStatusName = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=200, description="a registered action type, e.g. demo.noop")
+    payload: Any = Field(None, description="any JSON value handed to the handler")
+    queue: str | None = Field(None, pattern=NAME_PATTERN, description="override the action's default queue")
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400, description="hard time limit of one attempt, seconds")
+    concurrency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="at most concurrency_limit actions with this key run at once"
+    )
+    concurrency_limit: int | None = Field(None, ge=1, le=10_000)
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    actions: list[ActionIn] = Field(min_length=1, max_length=10_000)
+    dedup_window: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86400,
+        description="opt in: an identical submission (same content) within this many seconds returns the same job",
+    )
+
+
+class JobAccepted(BaseModel):
+    id: UUID
+    status: JobStatusName
+    status_url: str
+
+
+class ProgressOut(BaseModel):
+    total: int
+    queued: int
+    running: int
+    retrying: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    percent: float
+
+
+class ActionStatusOut(BaseModel):
+    id: UUID
+    type: str
+    status: ActionStatusName
+    attempts: int
+    progress: float
+    progress_message: str | None = None
+    result: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobStatusOut(BaseModel):
+    id: UUID
+    status: JobStatusName
+    progress: ProgressOut
+    actions: list[ActionStatusOut]
+
+
+class JobCounters(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    percent: float
+
+
+class JobOut(BaseModel):
+    id: UUID
+    name: str | None
+    status: JobStatusName
+    metadata: dict[str, Any]
+    counters: JobCounters
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status_url: str
+
+
+class ActionOut(ActionStatusOut):
+    job_id: UUID
+    queue: str
+    payload: Any = None
+    max_attempts: int
+    timeout: float
+    created_at: datetime
+
+
+class JobDetailOut(JobOut):
+    actions: list[ActionOut]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: UUID | None = Field(None, description="pass as ?cursor= to get the next (older) page")
+
+
+class ResultOut(BaseModel):
+    action_id: UUID
+    status: ActionStatusName
+    source: Literal["cache", "store"] = Field(description="cache: the full result; store: the kept summary")
+    result: Any = None
+    error: str | None = None
+
+
+class DeadLetterOut(ActionOut):
+    pass
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: UUID | None = None
+
+
+class ActionTypeOut(BaseModel):
+    name: str
+    queue: str
+    max_attempts: int
+    timeout: float
+    description: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+class CancelOut(BaseModel):
+    id: UUID
+    status: Literal["cancelled"]
+    cancelled_actions: int = Field(description="waiting actions cancelled at once")
+    stopping_actions: int = Field(description="running actions asked to stop through their context")
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int | None = Field(None, ge=1, le=100, description="attempts to give it (default: its type's)")
+
+
+class RequeuedOut(BaseModel):
+    id: UUID
+    job_id: UUID
+    status: Literal["queued"]
+    max_attempts: int

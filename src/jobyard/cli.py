@@ -1,0 +1,364 @@
+"""The `jobyard` command: run the processes (dev, api, worker, relay), migrate, submit and inspect jobs.
+
+Every flag also reads a ``JOBYARD_*`` environment variable; flags win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from jobyard.config import Settings
+from jobyard.errors import ClientError, ConfigurationError, JobyardError
+
+app = typer.Typer(
+    name="jobyard",
+    help="Asynchronous jobs of many actions, with live status.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+Host = Annotated[str | None, typer.Option("--host", envvar="JOBYARD_HOST", help="address to bind")]
+Port = Annotated[int | None, typer.Option("--port", envvar="JOBYARD_PORT", help="port to bind")]
+ApiUrl = Annotated[str, typer.Option("--url", envvar="JOBYARD_URL", help="the jobyard API to talk to")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ConfigurationError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run on uvloop when installed (faster I/O), else the default loop."""
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
+    except JobyardError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+async def _until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, event.set)
+    await event.wait()
+    await stop()
+
+
+def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
+    import uvicorn
+
+    from jobyard.api import create_app
+    from jobyard.sdk import load_yard
+
+    yard = load_yard(settings.app)
+    application = create_app(settings, yard, embedded=embedded, migrate=migrate)
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        ws="websockets-sansio",  # the maintained websockets implementation (the legacy one is deprecated)
+        lifespan="on",
+        # uvicorn's 5 s default closes idle keep-alive connections while clients (and proxies such as nginx with
+        # its 60 s upstream keep-alive) still reuse them, which surfaces as dropped requests under load.
+        timeout_keep_alive=75,
+    )
+    server = uvicorn.Server(config)
+    _run(server.serve)
+
+
+@app.command()
+def dev(host: Host = None, port: Port = None) -> None:
+    """Run API, relay and worker in one process (embedded SQLite, in-process broker and cache by default)."""
+    settings = _settings(host=host, port=port)
+    _logging(settings)
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    typer.secho(f"jobyard dev: http://{shown_host}:{settings.port}  (API docs at /docs)", fg="green")
+    typer.echo(f"  database {settings.database_url}  broker {settings.broker_url}  redis {settings.redis_url}")
+    _serve(settings, embedded=True, migrate=True)
+
+
+@app.command()
+def api(
+    host: Host = None,
+    port: Port = None,
+    migrate: Annotated[bool, typer.Option(help="upgrade the schema before serving")] = False,
+) -> None:
+    """Serve the HTTP API."""
+    settings = _settings(host=host, port=port)
+    _logging(settings)
+    _serve(settings, embedded=False, migrate=migrate)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("-Q", "--queue", help="queue to consume (repeat; default: all of the app's)"),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("-c", "--concurrency", envvar="JOBYARD_WORKER_CONCURRENCY", help="actions at once"),
+    ] = None,
+    grace: Annotated[float, typer.Option(help="seconds running actions get to finish on SIGTERM")] = 30.0,
+) -> None:
+    """Run actions from the given queues."""
+    settings = _settings(worker_concurrency=concurrency)
+    _logging(settings)
+
+    async def main() -> None:
+        from jobyard.runtime import Runtime
+        from jobyard.sdk import load_yard
+        from jobyard.worker import Worker
+
+        yard = load_yard(settings.app)
+        runtime = Runtime(settings)
+        await runtime.start()
+        names = [q for item in queues or [] for q in item.split(",") if q]
+        service = Worker(
+            settings=settings,
+            repo=runtime.repo,
+            broker=runtime.broker,
+            results=runtime.results,
+            events=runtime.events,
+            yard=yard,
+            queues=names or None,
+        )
+        await service.start()
+
+        async def stop() -> None:
+            await service.stop(grace=grace)
+            await runtime.close()
+
+        await _until_signalled(stop)
+
+    _run(main)
+
+
+@app.command()
+def relay() -> None:
+    """Publish the outbox to the broker and hand back actions whose worker vanished."""
+    settings = _settings()
+    _logging(settings)
+
+    async def main() -> None:
+        from jobyard.relay import Relay
+        from jobyard.runtime import Runtime
+
+        runtime = Runtime(settings)
+        await runtime.start()
+        service = Relay(settings=settings, repo=runtime.repo, broker=runtime.broker, events=runtime.events)
+        await service.start()
+
+        async def stop() -> None:
+            await service.stop()
+            await runtime.close()
+
+        await _until_signalled(stop)
+
+    _run(main)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings()
+    _logging(settings)
+
+    async def main() -> None:
+        from jobyard.store import create_repository
+
+        repo = create_repository(settings)
+        try:
+            await repo.migrate()
+        finally:
+            await repo.close()
+        typer.echo(f"schema is up to date ({settings.database_url.split('@')[-1]})")
+
+    _run(main)
+
+
+def _client(url: str) -> Any:
+    from jobyard.client import Client
+
+    return Client(url)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    progress = status["progress"]
+    typer.echo(f"job {status['id']}: {status['status']}  {progress['percent']:.0f}%  "
+               f"({progress['succeeded']} succeeded, {progress['failed']} failed of {progress['total']})")  # fmt: skip
+    for action in status["actions"]:
+        line = f"  {action['status']:<10} {action['type']:<28} attempts={action['attempts']}"
+        if action.get("error"):
+            line += f"  error: {action['error'].splitlines()[0][:100]}"
+        typer.echo(line)
+
+
+@app.command()
+def submit(
+    action_type: Annotated[str, typer.Argument(metavar="TYPE", help="a registered action type")],
+    payload: Annotated[str | None, typer.Option(help="JSON payload")] = None,
+    count: Annotated[int, typer.Option(help="number of actions of this type in the job")] = 1,
+    name: Annotated[str | None, typer.Option(help="a name for the job")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until the job is final and show its status")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
+    url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Submit a job of COUNT actions of TYPE; prints the job id."""
+    try:
+        data = json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        with _client(url) as client:
+            job_id = client.submit([{"type": action_type, "payload": data}] * count, name=name)
+            typer.echo(job_id)
+        if wait:
+            from jobyard.cli_live import follow_job
+
+            status = follow_job(url, job_id, timeout=timeout)
+            _print_status(status)
+            if status["status"] != "succeeded":
+                raise typer.Exit(1)
+    except ClientError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except (OSError, TimeoutError) as exc:
+        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def status(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="follow live, a progress bar per action")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to follow at most")] = 3600.0,
+    url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Show a job's status, progress and each action's state (live with --follow)."""
+    try:
+        if follow:
+            from jobyard.cli_live import follow_job
+
+            _print_status(follow_job(url, job_id, timeout=timeout))
+            return
+        with _client(url) as client:
+            _print_status(client.status(job_id))
+    except ClientError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except (OSError, TimeoutError, httpx.HTTPError) as exc:
+        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _call_api(url: str, call: Callable[[Any], Any]) -> Any:
+    try:
+        with _client(url) as client:
+            return call(client)
+    except ClientError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except OSError as exc:
+        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+    """Cancel a job: waiting actions at once, running ones are asked to stop."""
+    result = _call_api(url, lambda c: c.cancel(job_id))
+    typer.echo(
+        f"job {job_id} cancelled: {result['cancelled_actions']} waiting actions cancelled, "
+        f"{result['stopping_actions']} running actions asked to stop"
+    )
+
+
+@app.command()
+def retry(action_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+    """Run a failed action once more."""
+    result = _call_api(url, lambda c: c.retry(action_id))
+    typer.echo(f"action {action_id} queued again (up to attempt {result['max_attempts']})")
+
+
+@app.command()
+def replay(
+    action_id: str,
+    max_attempts: Annotated[int | None, typer.Option(help="attempts to give it (default: its type's)")] = None,
+    url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Replay a dead letter with a fresh attempt budget."""
+    result = _call_api(url, lambda c: c.replay(action_id, max_attempts))
+    typer.echo(f"action {action_id} replayed (up to attempt {result['max_attempts']})")
+
+
+@app.command("dead-letters")
+def dead_letters(
+    queue: Annotated[str | None, typer.Option(help="only this queue")] = None,
+    action_type: Annotated[str | None, typer.Option("--type", help="only this action type")] = None,
+    limit: Annotated[int, typer.Option(help="most rows to show")] = 50,
+    url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """List actions that failed for good (replay them with `jobyard replay ACTION_ID`)."""
+    items = _call_api(url, lambda c: c.dead_letters(queue=queue, type_=action_type, limit=limit))
+    if not items:
+        typer.echo("no dead letters")
+    for item in items:
+        error = (item.get("error") or "").splitlines()[0][:90] if item.get("error") else ""
+        typer.echo(f"{item['id']}  {item['queue']:<12} {item['type']:<24} attempts={item['attempts']}  {error}")
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
+    once: Annotated[bool, typer.Option(help="print one screen and exit")] = False,
+    url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Queues, throughput and workers, live in the terminal (Ctrl-C to quit)."""
+    from jobyard.cli_live import run_top
+
+    try:
+        run_top(url, interval=interval, once=once)
+    except KeyboardInterrupt:
+        pass
+    except httpx.HTTPError as exc:
+        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

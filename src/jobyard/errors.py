@@ -1,0 +1,102 @@
+"""jobyard's error hierarchy: every error the library raises derives from JobyardError.
+
+JobyardError
+├── ConfigurationError          a setting is missing or invalid (raised at start-up)
+├── ValidationError             a submission or argument is invalid (HTTP 422)
+│   └── UnknownActionType       the action type is not registered
+├── NotFound                    a job, action or result does not exist (HTTP 404)
+├── Conflict                    the request conflicts with the current state (HTTP 409)
+├── StoreError                  the database failed
+│   └── StoreUnavailable        the database cannot be reached right now (HTTP 503, retry later)
+├── BrokerError                 the message broker failed
+│   └── BrokerUnavailable       the broker cannot be reached right now
+├── KVError                     Redis (or the in-memory KV) failed
+│   └── KVUnavailable           Redis cannot be reached right now
+├── ActionError                 raised inside handlers
+│   ├── ActionTimeout           the soft time limit of an attempt passed
+│   ├── ActionCancelled         the job was cancelled while the action ran
+│   └── PermanentFailure        fail now, without using the remaining attempts
+└── ClientError                 the HTTP client got an error answer from the API
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobyardError(Exception):
+    """Root of every error jobyard raises."""
+
+
+class ConfigurationError(JobyardError):
+    """A setting is missing or invalid; the message names the setting and how to fix it."""
+
+
+class ValidationError(JobyardError):
+    """Invalid input. ``loc`` is the path of the field at fault, e.g. ("body", "actions", 0, "type")."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+
+
+class UnknownActionType(ValidationError):
+    """The action type is not registered in the application's Yard."""
+
+
+class NotFound(JobyardError):
+    """The job, action or result does not exist (or belongs to another tenant)."""
+
+
+class Conflict(JobyardError):
+    """The request conflicts with the current state of the resource."""
+
+
+class StoreError(JobyardError):
+    """The database failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached; the operation may be retried later."""
+
+
+class BrokerError(JobyardError):
+    """The message broker failed."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached; work waits in the outbox and workers poll the store."""
+
+
+class KVError(JobyardError):
+    """The key-value store (Redis or memory) failed."""
+
+
+class KVUnavailable(KVError):
+    """Redis cannot be reached; callers fall back to the store."""
+
+
+class ActionError(JobyardError):
+    """Base for errors raised inside action handlers."""
+
+
+class ActionTimeout(ActionError):
+    """The soft time limit of this attempt has passed; clean up and return or raise."""
+
+
+class ActionCancelled(ActionError):
+    """The job was cancelled while this action was running."""
+
+
+class PermanentFailure(ActionError):
+    """Raise from a handler to fail the action at once, without further attempts."""
+
+
+class ClientError(JobyardError):
+    """The API answered with an error status."""
+
+    def __init__(self, status_code: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail

@@ -1,0 +1,42 @@
+"""Time-ordered identifiers (UUID version 7, RFC 9562) for jobs and actions.
+
+Time order keeps B-tree inserts at the right edge and gives keyset pagination a natural order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> uuid.UUID:
+    """A new UUIDv7: 48 bits of Unix milliseconds, then a 12-bit counter and random bits.
+
+    The counter makes ids created in the same millisecond by this process strictly increasing.
+    """
+    global _last_ms, _counter
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms += 1
+                _counter = 0
+            ms = _last_ms
+        counter = _counter
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
+    return uuid.UUID(int=value)
+
+
+def uuid7_many(count: int) -> list[uuid.UUID]:
+    return [uuid7() for _ in range(count)]

@@ -1,0 +1,58 @@
+"""The KV protocol: the small set of Redis operations jobyard needs, also implemented in memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    remaining: int
+    retry_after: float  # seconds until a request of this cost would be admitted (0 when allowed)
+    reset_after: float  # seconds until the bucket is full again
+
+
+class KV(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
+        """Set only if absent (locks, stampede guards); True if this call set it."""
+
+    async def release_if_owner(self, key: str, token: bytes) -> bool: ...
+
+    async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool: ...
+
+    async def incr(self, key: str, ttl: float) -> int:
+        """Increment a counter and (re)set its time to live."""
+
+    async def incr_many(self, keys: Sequence[str], ttl: float) -> None:
+        """``incr`` for several keys in one round trip."""
+
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> RateDecision:
+        """Generic cell rate algorithm: one request per ``interval`` seconds, bursts of up to ``burst``."""
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store with a time to live in seconds (every jobyard key has one)."""
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None: ...
+
+    async def delete(self, *keys: str) -> int: ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left, or None if the key does not exist; -1.0 if it has no expiry."""
+
+    async def publish(self, channel: str, message: bytes) -> None: ...
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None: ...
+
+    def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield (channel, message) for the given channels until the iterator is closed."""
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

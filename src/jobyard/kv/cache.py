@@ -1,0 +1,182 @@
+"""Cache-aside with generations: correct under concurrent writes, one recompute per key, Redis optional.
+
+A value is stored as ``{generation}:{bytes}`` where the generation is the one read *before* computing it.
+Every write bumps its group's generation (e.g. one job), so a value computed from data older than the last
+write never counts as a hit, even if it was stored after the invalidation. Each process also keeps a short-lived
+local copy, dropped when the bump is announced on pub/sub. If Redis is down, reads go to the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jobyard import jsonutil
+from jobyard.errors import KVError
+from jobyard.kv import keys
+from jobyard.kv.base import KV
+
+log = logging.getLogger("jobyard.cache")
+
+GENERATION_TTL = 7 * 86400.0  # outlives any cached value, so a generation never silently resets under one
+FILL_LOCK_TTL = 5.0
+
+
+@dataclass
+class CacheStats:
+    local_hits: int = 0
+    hits: int = 0
+    misses: int = 0
+    bypassed: int = 0  # Redis unavailable: served from the source
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.local_hits + self.hits + self.misses + self.bypassed
+        return (self.local_hits + self.hits) / total if total else 0.0
+
+
+class Cache:
+    """``await cache.get_or_set(group, key, compute, ttl)`` where ``compute`` returns bytes."""
+
+    def __init__(self, kv: KV, namespace: str, *, local_ttl: float = 1.0, wait_for_fill: float = 1.0) -> None:
+        self.kv = kv
+        self.namespace = namespace
+        self.local_ttl = local_ttl
+        self.wait_for_fill = wait_for_fill
+        self.stats = CacheStats()
+        self._local: dict[str, tuple[str, bytes, float]] = {}  # key → (group, value, expires)
+        self._pending: set[str] = set()  # generation bumps that could not reach Redis yet
+
+    async def get_or_set(self, group: str, key: str, compute: Callable[[], Awaitable[bytes]], ttl: float) -> bytes:
+        local = self._local.get(key)
+        if local is not None and local[2] > time.monotonic():
+            self.stats.local_hits += 1
+            return local[1]
+        value_key, gen_key = keys.cache_value(self.namespace, key), keys.cache_generation(self.namespace, group)
+        try:
+            raw, gen = await self.kv.get_many([value_key, gen_key])
+        except KVError:
+            self.stats.bypassed += 1
+            return await compute()
+        generation = (gen or b"0").decode()
+        if raw is not None:
+            stored_gen, _, value = raw.partition(b":")
+            if stored_gen.decode() == generation:
+                self.stats.hits += 1
+                self._remember(group, key, value)
+                return value
+        self.stats.misses += 1
+        return await self._fill(group, key, value_key, gen_key, generation, compute, ttl)
+
+    async def _fill(
+        self,
+        group: str,
+        key: str,
+        value_key: str,
+        gen_key: str,
+        generation: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl: float,
+    ) -> bytes:
+        token = uuid.uuid4().hex.encode()
+        fill_key = keys.cache_fill(self.namespace, key)
+        try:
+            filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
+            if not filling:  # another process recomputes: wait briefly for its value
+                deadline = time.monotonic() + self.wait_for_fill
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.002)  # a recompute is one store read: a few milliseconds
+                    raw, gen = await self.kv.get_many([value_key, gen_key])
+                    if raw is not None and raw.partition(b":")[0] == (gen or b"0"):
+                        return raw.partition(b":")[2]
+            value = await compute()
+            await self.kv.set(value_key, generation.encode() + b":" + value, ttl)
+            if filling:
+                await self.kv.release_if_owner(fill_key, token)
+        except KVError:
+            self.stats.bypassed += 1
+            return await compute()
+        self._remember(group, key, value)
+        return value
+
+    def _remember(self, group: str, key: str, value: bytes) -> None:
+        if self.local_ttl > 0:
+            self._local[key] = (group, value, time.monotonic() + self.local_ttl)
+            if len(self._local) > 10_000:  # bounded: drop the oldest half
+                for old in list(self._local)[:5_000]:
+                    self._local.pop(old, None)
+
+    async def invalidate(self, groups: Sequence[str]) -> None:
+        """After a write commits: bump each group's generation and tell every process to drop local copies."""
+        if not groups and not self._pending:
+            return
+        self.drop_local(groups)
+        todo = sorted(self._pending.union(groups))
+        try:
+            await self.kv.incr_many([keys.cache_generation(self.namespace, g) for g in todo], GENERATION_TTL)
+            message = jsonutil.dumps({"namespace": self.namespace, "groups": todo})
+            await self.kv.publish(keys.cache_invalidation_channel(), message)
+            self._pending.clear()
+        except KVError as exc:
+            # Unreachable Redis serves nobody a stale value now, but it may come back with its data (a partition):
+            # keep the bumps and send them with the next invalidation that gets through.
+            self._pending.update(todo)
+            log.debug("cache invalidation deferred (%s): %d groups pending", exc, len(self._pending))
+
+    def drop_local(self, groups: Sequence[str]) -> None:
+        wanted = set(groups)
+        for key, (group, _, _) in list(self._local.items()):
+            if group in wanted:
+                self._local.pop(key, None)
+
+    async def listen(self) -> None:
+        """Drop local copies when any process announces a write (run as a background task)."""
+        while True:
+            try:
+                async for _channel, raw in self.kv.subscribe(keys.cache_invalidation_channel()):
+                    message = jsonutil.loads(raw)
+                    if message.get("namespace") == self.namespace:
+                        self.drop_local(message.get("groups", []))
+            except KVError:
+                self._local.clear()  # we may miss announcements while Redis is away
+                await asyncio.sleep(1.0)
+
+
+class UserCache:
+    """The cache for users' own values, in actions (``ctx.cache``) and their code (``yard.cache``).
+
+    ``await cache.get_or_set("rates:eur", fetch_rates, ttl=300)``; values are JSON; ``fn`` may be sync or async.
+    """
+
+    def __init__(self, kv: KV) -> None:
+        self._cache = Cache(kv, "user", local_ttl=0)
+
+    @property
+    def stats(self) -> CacheStats:
+        return self._cache.stats
+
+    async def get_or_set(self, key: str, fn: Callable[[], Any], ttl: float) -> Any:
+        async def compute() -> bytes:
+            value = fn()
+            if inspect.isawaitable(value):
+                value = await value
+            return jsonutil.dumps(value)
+
+        return jsonutil.loads(await self._cache.get_or_set(key, key, compute, ttl))
+
+    async def invalidate(self, *keys_: str) -> None:
+        await self._cache.invalidate(list(keys_))
+
+
+async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,120 @@
+"""In-memory KV for embedded mode and unit tests: TTLs on a monotonic clock, pub/sub on asyncio queues."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from jobyard.kv.base import RateDecision
+
+
+class MemoryKV:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[tuple[str, bytes]]]] = {}
+
+    def _alive(self, key: str) -> tuple[bytes, float] | None:
+        item = self._data.get(key)
+        if item is not None and item[1] <= self._clock():
+            del self._data[key]
+            return None
+        return item
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._alive(key)
+        return item[0] if item else None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
+    async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
+        if self._alive(key) is not None:
+            return False
+        await self.set(key, value, ttl)
+        return True
+
+    async def release_if_owner(self, key: str, token: bytes) -> bool:
+        item = self._alive(key)
+        if item is None or item[0] != token:
+            return False
+        del self._data[key]
+        return True
+
+    async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool:
+        item = self._alive(key)
+        if item is None or item[0] != token:
+            return False
+        self._data[key] = (item[0], self._clock() + ttl)
+        return True
+
+    async def incr(self, key: str, ttl: float) -> int:
+        item = self._alive(key)
+        value = int(item[0]) + 1 if item else 1
+        self._data[key] = (str(value).encode(), self._clock() + ttl)
+        return value
+
+    async def incr_many(self, keys: Sequence[str], ttl: float) -> None:
+        for key in keys:
+            await self.incr(key, ttl)
+
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> RateDecision:
+        # The same arithmetic as kv.scripts.GCRA, in milliseconds.
+        now = self._clock() * 1000
+        interval_ms, tolerance = interval * 1000, interval * 1000 * burst
+        item = self._alive(key)
+        tat = max(float(item[0]) if item else now, now)
+        new_tat = tat + interval_ms * cost
+        allow_at = new_tat - tolerance
+        if allow_at > now:
+            return RateDecision(False, 0, (allow_at - now) / 1000, (tat - now) / 1000)
+        self._data[key] = (repr(new_tat).encode(), self._clock() + max(0.001, (new_tat - now) / 1000))
+        return RateDecision(True, int((tolerance - (new_tat - now)) // interval_ms), 0.0, (new_tat - now) / 1000)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._data[key] = (bytes(value), self._clock() + ttl)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+        expires = self._clock() + ttl
+        for key, value in items:
+            self._data[key] = (bytes(value), expires)
+
+    async def delete(self, *keys: str) -> int:
+        return sum(1 for key in keys if self._alive(key) and self._data.pop(key, None) is not None)
+
+    async def ttl(self, key: str) -> float | None:
+        item = self._alive(key)
+        return None if item is None else item[1] - self._clock()
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        for queue in self._subscribers.get(channel, ()):
+            queue.put_nowait((channel, message))
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
+
+    async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        for channel in channels:
+            self._subscribers.setdefault(channel, set()).add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for channel in channels:
+                subs = self._subscribers.get(channel)
+                if subs is not None:
+                    subs.discard(queue)
+                    if not subs:
+                        del self._subscribers[channel]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    def flush(self) -> None:
+        self._data.clear()

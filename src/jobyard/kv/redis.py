@@ -1,0 +1,162 @@
+"""Redis KV over redis-py asyncio, with a short circuit breaker so a dead Redis costs one timeout, not one per call.
+
+Errors become ``KVUnavailable``; callers fall back to the store (Redis is never the only copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from jobyard.errors import KVError, KVUnavailable
+from jobyard.kv import scripts
+from jobyard.kv.base import RateDecision
+
+log = logging.getLogger("jobyard.kv.redis")
+
+
+class RedisKV:
+    def __init__(self, url: str, *, socket_timeout: float = 2.0, breaker_seconds: float = 2.0) -> None:
+        # A blocking pool: under a burst, callers wait for a free connection instead of failing with
+        # "Too many connections" (which would look like an outage and trip the breaker).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=1.0,
+            health_check_interval=15,
+            max_connections=64,
+            timeout=socket_timeout,
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._url = url
+        # Registered scripts run by EVALSHA, falling back to EVAL once after a SCRIPT FLUSH or restart.
+        self._gcra = self._client.register_script(scripts.GCRA)
+        self._release = self._client.register_script(scripts.RELEASE_IF_OWNER)
+        self._extend = self._client.register_script(scripts.EXTEND_IF_OWNER)
+        self._incr = self._client.register_script(scripts.INCR_WITH_TTL)
+        self._breaker_seconds = breaker_seconds
+        self._open_until = 0.0
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        if time.monotonic() < self._open_until:
+            raise KVUnavailable("Redis is unreachable (recent failures); using the store instead")
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            self._open_until = time.monotonic() + self._breaker_seconds
+            log.warning("Redis unreachable: %s", exc)
+            raise KVUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis.exceptions.RedisError as exc:
+            raise KVError(f"Redis error: {exc}") from exc
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        async with self._guard():
+            values = await self._client.mget(keys)
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
+    async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
+        async with self._guard():
+            return bool(await self._client.set(key, value, px=max(1, int(ttl * 1000)), nx=True))
+
+    async def release_if_owner(self, key: str, token: bytes) -> bool:
+        async with self._guard():
+            return bool(await self._release(keys=[key], args=[token]))
+
+    async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool:
+        async with self._guard():
+            return bool(await self._extend(keys=[key], args=[token, max(1, int(ttl * 1000))]))
+
+    async def incr(self, key: str, ttl: float) -> int:
+        async with self._guard():
+            return int(await self._incr(keys=[key], args=[max(1, int(ttl * 1000))]))
+
+    async def incr_many(self, keys: Sequence[str], ttl: float) -> None:
+        if not keys:
+            return
+        px = max(1, int(ttl * 1000))
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.incr(key)
+                pipe.pexpire(key, px)
+            await pipe.execute()
+
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> RateDecision:
+        async with self._guard():
+            allowed, remaining, retry_ms, reset_ms = await self._gcra(
+                keys=[key], args=[max(1, round(interval * 1000)), burst, cost]
+            )
+        return RateDecision(bool(allowed), int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._guard():
+            value = await self._client.get(key)
+            return value.encode() if isinstance(value, str) else value
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        async with self._guard():
+            await self._client.set(key, value, px=max(1, int(ttl * 1000)))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+        if not items:
+            return
+        px = max(1, int(ttl * 1000))
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            for key, value in items:
+                pipe.set(key, value, px=px)
+            await pipe.execute()
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        async with self._guard():
+            return int(await self._client.delete(*keys))
+
+    async def ttl(self, key: str) -> float | None:
+        async with self._guard():
+            ms = await self._client.pttl(key)
+        if ms == -2:
+            return None
+        return -1.0 if ms == -1 else ms / 1000.0
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        async with self._guard():
+            await self._client.publish(channel, message)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if not messages:
+            return
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
+
+    async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
+        async with self._guard():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(*channels)
+        try:
+            while True:
+                async with self._guard():
+                    message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    channel = message["channel"]
+                    yield (channel.decode() if isinstance(channel, bytes) else channel, message["data"])
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def ping(self) -> None:
+        async with self._guard():
+            await self._client.ping()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client.aclose(close_connection_pool=True)

@@ -1,0 +1,52 @@
+"""Action results: the full value in the KV with a TTL, a bounded summary in the store (the durable copy)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from jobyard import jsonutil
+from jobyard.errors import KVError
+from jobyard.kv import keys
+from jobyard.kv.base import KV
+
+log = logging.getLogger("jobyard.results")
+
+
+def summarize(result: Any, limit: int) -> Any:
+    """What the store keeps of a result: the value itself if its JSON fits in ``limit`` bytes, else a marker."""
+    encoded = jsonutil.dumps(result)
+    if len(encoded) <= limit:
+        return result
+    return {
+        "_jobyard_truncated": True,
+        "size": len(encoded),
+        "preview": encoded[: min(limit, 256)].decode(errors="replace"),
+    }
+
+
+class ResultStore:
+    def __init__(self, kv: KV, ttl: int) -> None:
+        self.kv = kv
+        self.ttl = ttl
+
+    async def put_many(self, results: Sequence[tuple[UUID, Any]]) -> bool:
+        """Best effort: a Redis outage loses only the fast copy, never the summary in the store."""
+        try:
+            await self.kv.set_many([(keys.result(aid), jsonutil.dumps(value)) for aid, value in results], self.ttl)
+            return True
+        except KVError as exc:
+            log.warning("results not cached (%s); the store's summaries remain", exc)
+            return False
+
+    async def get(self, action_id: UUID) -> tuple[bool, Any]:
+        """(found, value) from the KV; (False, None) when missing, expired or Redis is down."""
+        try:
+            raw = await self.kv.get(keys.result(action_id))
+        except KVError:
+            return False, None
+        if raw is None:
+            return False, None
+        return True, jsonutil.loads(raw)

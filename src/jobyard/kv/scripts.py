@@ -1,0 +1,46 @@
+"""Lua scripts run atomically inside Redis. Each has a pure-Python twin in ``memory.py`` tested against it.
+
+GCRA (generic cell rate algorithm) keeps one timestamp per key — the theoretical arrival time (TAT) — and
+reads the clock from Redis itself (``TIME``), so API instances with skewed clocks still share one limit.
+"""
+
+from __future__ import annotations
+
+# KEYS[1] = limit key; ARGV = emission interval (ms), burst (requests), cost (requests).
+# Returns {allowed (0/1), remaining, retry_after_ms, reset_after_ms}.
+GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, 0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, new_tat - now))
+return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, new_tat - now}
+"""
+
+# KEYS[1] = lock key; ARGV[1] = token. Delete only our own lock.
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS[1] = lock key; ARGV[1] = token, ARGV[2] = ttl (ms). Extend only our own lock.
+EXTEND_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS[1] = counter key; ARGV[1] = ttl (ms). Increment and (re)set the expiry in one step.
+INCR_WITH_TTL = """
+local v = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return v
+"""

@@ -1,0 +1,81 @@
+"""The runtime: builds the store, broker and KV from settings, and owns their lifecycle.
+
+One runtime per process; API, worker and relay share it when they run together (`jobyard dev`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from jobyard.broker import Broker, create_broker
+from jobyard.config import Settings
+from jobyard.errors import JobyardError
+from jobyard.events import EventBus
+from jobyard.kv import KV, create_kv
+from jobyard.kv.cache import Cache, UserCache
+from jobyard.kv.ratelimit import RateLimiter, parse_limits
+from jobyard.kv.results import ResultStore
+from jobyard.locks import Lock
+from jobyard.store import Repository, create_repository
+
+log = logging.getLogger("jobyard.runtime")
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        repo: Repository | None = None,
+        broker: Broker | None = None,
+        kv: KV | None = None,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo or create_repository(settings)
+        self.broker = broker or create_broker(settings)
+        self.kv = kv or create_kv(settings)
+        self.results = ResultStore(self.kv, settings.result_ttl)
+        self.cache = Cache(self.kv, "api", local_ttl=1.0)
+        self.events = EventBus(self.kv, self.cache)
+        self.user_cache = UserCache(self.kv)
+        self.rate_limiter = RateLimiter(self.kv, parse_limits(settings.rate_limits), settings.rate_limit_fallback)
+        self._started = False
+
+    async def start(self, *, migrate: bool = False) -> None:
+        if self._started:
+            return
+        if migrate:
+            await self.repo.migrate()
+        await self.broker.connect()
+        self._started = True
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+        with contextlib.suppress(Exception):
+            await self.kv.close()
+        await self.repo.close()
+
+    def lock(self, name: str, ttl: float = 30.0, wait: float = 60.0) -> Lock:
+        """A distributed lock with a fencing token (see ``jobyard.locks``)."""
+        return Lock(self.kv, self.repo, name, ttl=ttl, wait=wait)
+
+    async def health(self) -> dict[str, Any]:
+        """Each dependency's state: ``ok`` or the reason it is not."""
+        checks: dict[str, Any] = {}
+        for name, probe in (
+            ("database", self.repo.ping),
+            ("broker", self.broker.ping),
+            ("redis", self.kv.ping),
+        ):
+            try:
+                await probe()
+                checks[name] = "ok"
+            except JobyardError as exc:
+                checks[name] = f"down: {exc}"
+        return checks

@@ -1,0 +1,578 @@
+"""Every SQL statement jobyard runs, named. The repository is their only caller.
+
+Bound parameters are prefixed ``p_`` so they never clash with column names in ``UPDATE … SET``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, case, delete, func, insert, literal, or_, select, tuple_, update
+
+from jobyard.model import ActionStatus, JobStatus
+from jobyard.store.dbtime import db_now, db_now_plus
+from jobyard.store.tables import actions, dedup, jobs, locks, outbox
+
+A, J, OB = actions.c, jobs.c, outbox.c
+_CLAIMABLE = [ActionStatus.QUEUED.value, ActionStatus.RETRYING.value]
+_RUNNING = ActionStatus.RUNNING.value
+
+# --- submit -------------------------------------------------------------------------------------------
+INSERT_JOB = insert(jobs)
+INSERT_ACTIONS = insert(actions)
+INSERT_OUTBOX = insert(outbox)
+
+# --- deduplication (the unique primary key (tenant_id, key) is what enforces it) ----------------------------
+DELETE_EXPIRED_DEDUP_KEY = delete(dedup).where(
+    dedup.c.tenant_id == bindparam("p_tenant"), dedup.c.key == bindparam("p_key"), dedup.c.expires_at < db_now()
+)
+SELECT_DEDUP = select(dedup.c.job_id, dedup.c.request_hash).where(
+    dedup.c.tenant_id == bindparam("p_tenant"), dedup.c.key == bindparam("p_key")
+)
+_EXPIRED_DEDUP = select(dedup.c.tenant_id, dedup.c.key).where(dedup.c.expires_at < db_now()).limit(1000)
+PRUNE_EXPIRED_DEDUP = delete(dedup).where(tuple_(dedup.c.tenant_id, dedup.c.key).in_(_EXPIRED_DEDUP))
+
+
+def insert_dedup_unless_taken(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING key: a row back means this submission owns the key."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect == "postgresql" else sqlite
+    return (
+        module.insert(dedup)
+        .values(
+            tenant_id=bindparam("p_tenant"),
+            key=bindparam("p_key"),
+            job_id=bindparam("p_job_id"),
+            request_hash=bindparam("p_hash"),
+            expires_at=db_now_plus(bindparam("p_ttl")),
+        )
+        .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+        .returning(dedup.c.key)
+    )
+
+
+# --- locks: the fence always comes from here; the row is also the lock itself when Redis is down ---------
+def take_lock(dialect: str) -> Any:
+    """Take the named lock if free or expired: a row back (with the new fence) means we hold it."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(locks).values(
+        name=bindparam("p_name"), holder=bindparam("p_holder"), expires_at=db_now_plus(bindparam("p_ttl")), fence=1
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at, "fence": locks.c.fence + 1},
+        where=or_(locks.c.holder.is_(None), locks.c.expires_at < db_now()),
+    ).returning(locks.c.fence)
+
+
+def next_fence(dialect: str) -> Any:
+    """Only the next fencing token for a name (the lock itself is held in Redis)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(locks).values(name=bindparam("p_name"), fence=1)
+    return stmt.on_conflict_do_update(index_elements=["name"], set_={"fence": locks.c.fence + 1}).returning(
+        locks.c.fence
+    )
+
+
+EXTEND_LOCK = (
+    update(locks)
+    .where(locks.c.name == bindparam("p_name"), locks.c.holder == bindparam("p_holder"), locks.c.expires_at > db_now())
+    .values(expires_at=db_now_plus(bindparam("p_ttl")))
+    .returning(locks.c.name)
+)
+RELEASE_LOCK = (
+    update(locks)
+    .where(locks.c.name == bindparam("p_name"), locks.c.holder == bindparam("p_holder"))
+    .values(holder=None, expires_at=None)
+)
+
+
+# --- relay --------------------------------------------------------------------------------------------
+SELECT_DUE_OUTBOX = (
+    select(OB.id, OB.queue, OB.body)
+    .where(OB.available_at <= db_now())
+    .order_by(OB.available_at, OB.id)
+    .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
+)
+DELETE_OUTBOX = delete(outbox).where(OB.id.in_(bindparam("p_ids", expanding=True)))
+NEXT_OUTBOX_DUE = select(func.min(OB.available_at))
+COUNT_OUTBOX = select(func.count()).select_from(outbox)
+
+# --- claims -------------------------------------------------------------------------------------------
+_CLAIM_VALUES = {
+    "status": _RUNNING,
+    "attempt": A.attempt + 1,
+    "lease_expires_at": db_now_plus(bindparam("p_lease")),
+    "started_at": db_now(),
+    "finished_at": None,
+    "worker_id": bindparam("p_worker"),
+    "progress": 0.0,
+    "progress_message": None,
+    "updated_at": db_now(),
+}
+_CLAIM_RETURNING = (
+    A.id, A.job_id, A.type, A.queue, A.payload, A.attempt, A.max_attempts, A.timeout,
+    A.concurrency_key, A.concurrency_limit,
+)  # fmt: skip
+
+CLAIM_ACTIONS = (
+    update(actions)
+    .where(
+        A.id.in_(bindparam("p_ids", expanding=True)),
+        A.status.in_(_CLAIMABLE),
+        A.available_at <= db_now(),
+    )
+    .values(**_CLAIM_VALUES)
+    .returning(*_CLAIM_RETURNING)
+)
+
+_DUE_IDS = (
+    select(A.id)
+    .where(
+        A.queue.in_(bindparam("p_queues", expanding=True)),
+        A.status.in_(_CLAIMABLE),
+        A.concurrency_key.is_(None),  # keyed actions go through CLAIM_KEYED_ACTION
+        A.available_at <= db_now_plus(bindparam("p_offset")),  # p_offset ≤ 0: due for at least that long
+    )
+    .order_by(A.available_at)
+    .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+CLAIM_DUE_ACTIONS = (
+    update(actions)
+    .where(A.id.in_(_DUE_IDS), A.status.in_(_CLAIMABLE))
+    .values(**_CLAIM_VALUES)
+    .returning(*_CLAIM_RETURNING)
+)
+
+# Concurrency keys: claim one keyed action only while fewer than its limit with the same key are running.
+# The caller serialises claims per key (an advisory lock on PostgreSQL; SQLite has a single writer).
+_SAME_KEY = actions.alias("same_key")
+_RUNNING_WITH_SAME_KEY = (
+    select(func.count())
+    .select_from(_SAME_KEY)
+    .where(_SAME_KEY.c.concurrency_key == A.concurrency_key, _SAME_KEY.c.status == _RUNNING)
+    .scalar_subquery()
+)
+CLAIM_KEYED_ACTION = (
+    update(actions)
+    .where(
+        A.id == bindparam("p_id"),
+        A.status.in_(_CLAIMABLE),
+        A.available_at <= db_now(),
+        A.concurrency_limit > _RUNNING_WITH_SAME_KEY,
+    )
+    .values(**_CLAIM_VALUES)
+    .returning(*_CLAIM_RETURNING)
+)
+LOCK_CONCURRENCY_KEY = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("p_key"), 0)))
+DEFER_ACTION = (
+    update(actions)
+    .where(A.id == bindparam("p_id"), A.status.in_(_CLAIMABLE), A.available_at <= db_now())
+    .values(available_at=db_now_plus(bindparam("p_delay")), updated_at=db_now())
+    .returning(*_CLAIM_RETURNING, A.available_at)
+)
+SELECT_DUE_KEYED_IDS = (
+    select(A.id, A.concurrency_key)
+    .where(
+        A.queue.in_(bindparam("p_queues", expanding=True)),
+        A.status.in_(_CLAIMABLE),
+        A.concurrency_key.is_not(None),
+        A.available_at <= db_now_plus(bindparam("p_offset")),
+    )
+    .order_by(A.available_at)
+    .limit(bindparam("p_limit"))
+)
+
+MARK_JOBS_RUNNING = (
+    update(jobs)
+    .where(J.id.in_(bindparam("p_ids", expanding=True)), J.status == JobStatus.PENDING.value)
+    .values(status=JobStatus.RUNNING.value, started_at=db_now(), updated_at=db_now())
+)
+
+# --- while running ------------------------------------------------------------------------------------
+_FENCE = and_(A.id == bindparam("p_id"), A.attempt == bindparam("p_attempt"), A.status == _RUNNING)
+
+EXTEND_LEASE = (
+    update(actions)
+    .where(_FENCE)
+    .values(lease_expires_at=db_now_plus(bindparam("p_lease")), updated_at=db_now())
+    .returning(A.id)
+)
+UPDATE_PROGRESS = (
+    update(actions)
+    .where(_FENCE)
+    .values(progress=bindparam("p_progress"), progress_message=bindparam("p_message"), updated_at=db_now())
+    .returning(A.job_id)
+)
+
+# --- completion (fenced on the attempt: a stale worker's write matches no row) --------------------------
+COMPLETE_SUCCEEDED = (
+    update(actions)
+    .where(_FENCE)
+    .values(
+        status=ActionStatus.SUCCEEDED.value,
+        result=bindparam("p_result"),
+        error=None,
+        progress=1.0,
+        lease_expires_at=None,
+        finished_at=db_now(),
+        updated_at=db_now(),
+    )
+    .returning(A.job_id)
+)
+COMPLETE_RETRY = (
+    update(actions)
+    .where(_FENCE)
+    .values(
+        status=ActionStatus.RETRYING.value,
+        error=bindparam("p_error"),
+        lease_expires_at=None,
+        available_at=db_now_plus(bindparam("p_delay")),
+        updated_at=db_now(),
+    )
+    .returning(A.job_id, A.available_at)
+)
+COMPLETE_FAILED = (
+    update(actions)
+    .where(_FENCE)
+    .values(
+        status=ActionStatus.FAILED.value,
+        error=bindparam("p_error"),
+        lease_expires_at=None,
+        finished_at=db_now(),
+        updated_at=db_now(),
+    )
+    .returning(A.job_id)
+)
+COMPLETE_CANCELLED = (
+    update(actions)
+    .where(_FENCE)
+    .values(
+        status=ActionStatus.CANCELLED.value,
+        error=bindparam("p_error"),
+        lease_expires_at=None,
+        finished_at=db_now(),
+        updated_at=db_now(),
+    )
+    .returning(A.job_id)
+)
+COMPLETE_RELEASE = (
+    update(actions)
+    .where(_FENCE)
+    .values(
+        status=ActionStatus.QUEUED.value,
+        error=bindparam("p_error"),
+        # The interrupted attempt does not count against the budget; the attempt number (the fence) stays monotonic.
+        max_attempts=A.max_attempts + 1,
+        lease_expires_at=None,
+        available_at=db_now_plus(bindparam("p_delay")),
+        updated_at=db_now(),
+    )
+    .returning(A.job_id, A.available_at)
+)
+INSERT_RETRY_OUTBOX = insert(outbox).values(
+    action_id=bindparam("p_id"),
+    queue=bindparam("p_queue"),
+    body=bindparam("p_body"),
+    available_at=bindparam("p_available_at"),
+)
+
+_NEW_S = J.succeeded + bindparam("p_succeeded")
+_NEW_F = J.failed + bindparam("p_failed")
+_NEW_C = J.cancelled + bindparam("p_cancelled")
+_ALL_DONE = J.total <= _NEW_S + _NEW_F + _NEW_C
+ADD_TO_JOB_COUNTERS = (
+    update(jobs)
+    .where(J.id == bindparam("p_job_id"))
+    .values(
+        succeeded=_NEW_S,
+        failed=_NEW_F,
+        cancelled=_NEW_C,
+        status=case(
+            (J.status == JobStatus.CANCELLED.value, literal(JobStatus.CANCELLED.value)),  # cancelled stays cancelled
+            (
+                _ALL_DONE,
+                case(
+                    (_NEW_F > 0, literal(JobStatus.FAILED.value)),
+                    (_NEW_C > 0, literal(JobStatus.CANCELLED.value)),
+                    else_=literal(JobStatus.SUCCEEDED.value),
+                ),
+            ),
+            (J.status == JobStatus.PENDING.value, literal(JobStatus.RUNNING.value)),
+            else_=J.status,
+        ),
+        finished_at=case((_ALL_DONE, db_now()), else_=J.finished_at),
+        updated_at=db_now(),
+    )
+    .returning(J.status, J.total, J.succeeded, J.failed, J.cancelled)
+)
+
+# --- cancellation, retry and replay ------------------------------------------------------------------
+_OPEN_JOB = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+
+CANCEL_JOB = (
+    update(jobs)
+    .where(J.id == bindparam("p_id"), J.tenant_id == bindparam("p_tenant"), J.status.in_(_OPEN_JOB))
+    .values(status=JobStatus.CANCELLED.value, updated_at=db_now())
+    .returning(J.id)
+)
+CANCEL_WAITING_ACTIONS = (
+    update(actions)
+    .where(A.job_id == bindparam("p_id"), A.status.in_(_CLAIMABLE))
+    .values(
+        status=ActionStatus.CANCELLED.value,
+        error="cancelled on request before it ran",
+        lease_expires_at=None,
+        finished_at=db_now(),
+        updated_at=db_now(),
+    )
+    .returning(A.id)
+)
+SELECT_RUNNING_ACTION_IDS = select(A.id).where(A.job_id == bindparam("p_id"), A.status == _RUNNING)
+DELETE_OUTBOX_FOR_ACTIONS = delete(outbox).where(OB.action_id.in_(bindparam("p_ids", expanding=True)))
+SELECT_CANCELLED_AMONG = (
+    select(A.id)
+    .select_from(actions.join(jobs, J.id == A.job_id))
+    .where(A.id.in_(bindparam("p_ids", expanding=True)), J.status == JobStatus.CANCELLED.value)
+)
+
+REQUEUE_FAILED_ACTION = (
+    update(actions)
+    .where(
+        A.id == bindparam("p_id"),
+        A.status == ActionStatus.FAILED.value,
+        A.job_id.in_(select(J.id).where(J.tenant_id == bindparam("p_tenant"), J.status != JobStatus.CANCELLED.value)),
+    )
+    .values(
+        status=ActionStatus.QUEUED.value,
+        max_attempts=A.attempt + bindparam("p_extra_attempts"),
+        error=None,
+        finished_at=None,
+        available_at=db_now(),
+        updated_at=db_now(),
+    )
+    .returning(*_CLAIM_RETURNING)
+)
+REOPEN_JOB = (
+    update(jobs)
+    .where(J.id == bindparam("p_job_id"))
+    .values(failed=J.failed - 1, status=JobStatus.RUNNING.value, finished_at=None, updated_at=db_now())
+)
+SELECT_ACTION_STATE = (
+    select(A.status, J.status.label("job_status"))
+    .select_from(actions.join(jobs, J.id == A.job_id))
+    .where(A.id == bindparam("p_id"), J.tenant_id == bindparam("p_tenant"))
+)
+
+# --- lease reaper -------------------------------------------------------------------------------------
+SELECT_EXPIRED_LEASES = (
+    select(*_CLAIM_RETURNING)
+    .where(A.status == _RUNNING, A.lease_expires_at < db_now())
+    .order_by(A.lease_expires_at)
+    .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
+)
+
+# --- reads --------------------------------------------------------------------------------------------
+_JOB_COLUMNS = (
+    J.id, J.tenant_id, J.name, J.metadata, J.status, J.total, J.succeeded, J.failed, J.cancelled,
+    J.created_at, J.started_at, J.finished_at,
+)  # fmt: skip
+_ACTION_COLUMNS = (
+    A.id, A.job_id, A.seq, A.type, A.queue, A.status, A.attempt, A.max_attempts, A.timeout, A.progress,
+    A.progress_message, A.result, A.error, A.created_at, A.started_at, A.finished_at,
+)  # fmt: skip
+
+SELECT_JOB = select(*_JOB_COLUMNS).where(J.id == bindparam("p_id"), J.tenant_id == bindparam("p_tenant"))
+SELECT_JOB_ACTIONS = select(*_ACTION_COLUMNS).where(A.job_id == bindparam("p_id")).order_by(A.seq)
+
+
+def list_jobs(*, with_status: bool, with_cursor: bool, with_name: bool = False) -> Select[Any]:
+    """Keyset page of a tenant's jobs, newest first (ids are time-ordered); optionally names containing a text."""
+    stmt = select(*_JOB_COLUMNS).where(J.tenant_id == bindparam("p_tenant"))
+    if with_status:
+        stmt = stmt.where(J.status == bindparam("p_status"))
+    if with_name:
+        stmt = stmt.where(J.name.ilike(bindparam("p_name_like")))
+    if with_cursor:
+        stmt = stmt.where(J.id < bindparam("p_before"))
+    return stmt.order_by(J.id.desc()).limit(bindparam("p_limit"))
+
+
+# --- live status: what changed since a stream's cursor, and whose job an event is about -------------------
+SELECT_ACTIONS_CHANGED_SINCE = (
+    select(*_ACTION_COLUMNS, A.updated_at)
+    .where(A.job_id == bindparam("p_id"), A.updated_at >= bindparam("p_since"))
+    .order_by(A.updated_at, A.seq)
+)
+SELECT_JOB_TENANTS = select(J.id, J.tenant_id).where(J.id.in_(bindparam("p_ids", expanding=True)))
+COUNT_JOBS_BY_STATUS = (
+    select(J.status, func.count().label("n")).where(J.tenant_id == bindparam("p_tenant")).group_by(J.status)
+)
+
+SELECT_ACTION = (
+    select(*_ACTION_COLUMNS, A.payload)
+    .select_from(actions.join(jobs, J.id == A.job_id))
+    .where(A.id == bindparam("p_id"), J.tenant_id == bindparam("p_tenant"))
+)
+
+
+def list_dead_letters(*, with_queue: bool, with_type: bool, with_cursor: bool) -> Select[Any]:
+    stmt = (
+        select(*_ACTION_COLUMNS, A.payload)
+        .select_from(actions.join(jobs, J.id == A.job_id))
+        .where(A.status == ActionStatus.FAILED.value, J.tenant_id == bindparam("p_tenant"))
+    )
+    if with_queue:
+        stmt = stmt.where(A.queue == bindparam("p_queue"))
+    if with_type:
+        stmt = stmt.where(A.type == bindparam("p_type"))
+    if with_cursor:
+        stmt = stmt.where(A.id < bindparam("p_before"))
+    return stmt.order_by(A.id.desc()).limit(bindparam("p_limit"))
+
+
+PING = select(literal(1))
+PG_NOTIFY_OUTBOX = select(func.pg_notify("jobyard_outbox", ""))
+
+
+# --- PostgreSQL hot path ------------------------------------------------------------------------------
+# The statements below run on the asyncpg driver connection, bypassing SQLAlchemy's per-call compile and
+# parameter processing. Each is ONE statement (one round trip, one implicit transaction) that does what the
+# portable statements above do in several; arrays are bound with ``= ANY($n)`` / ``unnest`` so the SQL text
+# is the same for every batch size and the driver's prepared-statement cache hits every time.
+# jsonb parameters are bound as JSON text (the engine's jsonb codec takes text); the codec decodes results.
+
+PG_CREATE_JOB = """
+WITH new_job AS (
+    INSERT INTO jobyard_jobs (id, tenant_id, name, metadata, status, total, succeeded, failed, cancelled,
+                              created_at, updated_at)
+    VALUES ($1, $2, $3, $4::jsonb, 'pending', cardinality($5::uuid[]), 0, 0, 0,
+            statement_timestamp(), statement_timestamp())
+    RETURNING id, tenant_id, name, metadata, status, total, succeeded, failed, cancelled,
+              created_at, started_at, finished_at
+), new_actions AS (
+    INSERT INTO jobyard_actions (id, job_id, seq, type, queue, payload, status, attempt, max_attempts, timeout,
+                                 progress, concurrency_key, concurrency_limit, available_at, created_at, updated_at)
+    SELECT a.id, $1, a.seq - 1, a.type, a.queue, a.payload::jsonb, 'queued', 0, a.max_attempts, a.timeout,
+           0, a.concurrency_key, a.concurrency_limit, statement_timestamp(), statement_timestamp(),
+           statement_timestamp()
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::int[], $10::float8[], $12::text[], $13::int[])
+         WITH ORDINALITY AS a(id, type, queue, payload, max_attempts, timeout, concurrency_key, concurrency_limit, seq)
+), new_outbox AS (
+    INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
+    SELECT o.action_id, o.queue, o.body, statement_timestamp()
+    FROM unnest($5::uuid[], $7::text[], $11::bytea[]) AS o(action_id, queue, body)
+)
+SELECT new_job.*, pg_notify('jobyard_outbox', '') IS NULL AS notified FROM new_job
+"""
+
+PG_CLAIM_ACTIONS = """
+WITH claimed AS (
+    UPDATE jobyard_actions
+    SET status = 'running', attempt = attempt + 1,
+        lease_expires_at = statement_timestamp() + make_interval(secs => $3),
+        started_at = statement_timestamp(), finished_at = NULL, worker_id = $2,
+        progress = 0, progress_message = NULL, updated_at = statement_timestamp()
+    WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'retrying') AND available_at <= statement_timestamp()
+    RETURNING id, job_id, type, queue, payload, attempt, max_attempts, timeout, concurrency_key, concurrency_limit
+), started_jobs AS (
+    -- SKIP LOCKED: a job row locked by another writer is being moved on by it; never wait (or deadlock) here.
+    UPDATE jobyard_jobs SET status = 'running', started_at = statement_timestamp(), updated_at = statement_timestamp()
+    WHERE id IN (
+        SELECT id FROM jobyard_jobs
+        WHERE id IN (SELECT job_id FROM claimed) AND status = 'pending'
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+)
+SELECT * FROM claimed
+"""
+
+# Outcomes as parallel arrays: id, attempt, new status, result JSON, error, retry delay, queue, message body.
+# Fenced on the attempt; retries re-enter the outbox; the counters of every job of the batch move in the same
+# statement, from the transitions that were accepted only (fan-in counts each action once). Job rows are locked
+# in id order first, so two batches touching the same jobs never deadlock.
+PG_COMPLETE_ACTIONS = """
+WITH outcome AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[],
+                         $8::bytea[]) AS o(id, attempt, status, result, error, delay, queue, body)
+), done AS (
+    UPDATE jobyard_actions a
+    SET status = o.status,
+        result = CASE WHEN o.status = 'succeeded' THEN o.result::jsonb ELSE a.result END,
+        error = CASE WHEN o.status = 'succeeded' THEN NULL ELSE o.error END,
+        progress = CASE WHEN o.status = 'succeeded' THEN 1.0 ELSE a.progress END,
+        lease_expires_at = NULL,
+        available_at = CASE WHEN o.status = 'retrying'
+                            THEN statement_timestamp() + make_interval(secs => o.delay) ELSE a.available_at END,
+        finished_at = CASE WHEN o.status = 'retrying' THEN a.finished_at ELSE statement_timestamp() END,
+        updated_at = statement_timestamp()
+    FROM outcome o
+    WHERE a.id = o.id AND a.attempt = o.attempt AND a.status = 'running'
+    RETURNING a.id, a.job_id, a.status, a.available_at
+), retried AS (
+    INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
+    SELECT d.id, o.queue, o.body, d.available_at FROM done d JOIN outcome o ON o.id = d.id
+    WHERE d.status = 'retrying'
+), delta AS (
+    SELECT job_id,
+           count(*) FILTER (WHERE status = 'succeeded') AS s,
+           count(*) FILTER (WHERE status = 'failed') AS f,
+           count(*) FILTER (WHERE status = 'cancelled') AS c
+    FROM done WHERE status <> 'retrying' GROUP BY job_id
+), locked AS (
+    SELECT j.id FROM jobyard_jobs j WHERE j.id IN (SELECT job_id FROM delta) ORDER BY j.id FOR NO KEY UPDATE
+), counted AS (
+    UPDATE jobyard_jobs j
+    SET succeeded = j.succeeded + d.s, failed = j.failed + d.f, cancelled = j.cancelled + d.c,
+        status = CASE
+            WHEN j.status = 'cancelled' THEN 'cancelled'  -- a cancelled job stays cancelled
+            WHEN j.total <= j.succeeded + d.s + j.failed + d.f + j.cancelled + d.c THEN
+                CASE WHEN j.failed + d.f > 0 THEN 'failed'
+                     WHEN j.cancelled + d.c > 0 THEN 'cancelled'
+                     ELSE 'succeeded' END
+            WHEN j.status = 'pending' THEN 'running'
+            ELSE j.status END,
+        finished_at = CASE WHEN j.total <= j.succeeded + d.s + j.failed + d.f + j.cancelled + d.c
+                           THEN statement_timestamp() ELSE j.finished_at END,
+        updated_at = statement_timestamp()
+    FROM delta d
+    WHERE j.id = d.job_id AND j.id IN (SELECT id FROM locked)
+    RETURNING j.id, j.status, j.total, j.succeeded, j.failed, j.cancelled
+)
+SELECT d.id, d.job_id, d.status, c.status AS job_status,
+       c.succeeded + c.failed + c.cancelled >= c.total AS job_finished
+FROM done d LEFT JOIN counted c ON c.id = d.job_id
+"""
+
+# Take due rows out of the outbox in the transaction that publishes them: rolled back (the rows come back) if
+# the broker does not confirm.
+PG_TAKE_DUE_OUTBOX = """
+DELETE FROM jobyard_outbox
+WHERE id IN (
+    SELECT id FROM jobyard_outbox WHERE available_at <= statement_timestamp()
+    ORDER BY available_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, queue, body
+"""
+
+# A job and its actions in one round trip (one snapshot): the job's columns, then one row per action.
+PG_SELECT_JOB_WITH_ACTIONS = """
+SELECT j.id, j.tenant_id, j.name, j.metadata, j.status, j.total, j.succeeded, j.failed, j.cancelled,
+       j.created_at, j.started_at, j.finished_at,
+       a.id AS a_id, a.seq AS a_seq, a.type AS a_type, a.queue AS a_queue, a.status AS a_status,
+       a.attempt AS a_attempt, a.max_attempts AS a_max_attempts, a.timeout AS a_timeout, a.progress AS a_progress,
+       a.progress_message AS a_progress_message, a.result AS a_result, a.error AS a_error,
+       a.created_at AS a_created_at, a.started_at AS a_started_at, a.finished_at AS a_finished_at
+FROM jobyard_jobs j LEFT JOIN jobyard_actions a ON a.job_id = j.id
+WHERE j.id = $1 AND j.tenant_id = $2
+ORDER BY a.seq
+"""

@@ -1,0 +1,1071 @@
+"""The repository: the only code that executes SQL. Every statement comes from ``queries``.
+
+Methods are batch-shaped (claim, complete, publish many rows per transaction) because the hot path of a job
+system is bounded by round trips to the database, not by the work per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from jobyard import jsonutil, messages
+from jobyard.config import Settings
+from jobyard.errors import Conflict, NotFound, StoreError, StoreUnavailable
+from jobyard.ids import uuid7
+from jobyard.model import (
+    ActionRecord,
+    ActionSpecIn,
+    ActionStatus,
+    ClaimedAction,
+    Completion,
+    JobRecord,
+    JobStatus,
+    Outcome,
+    OutcomeKind,
+)
+from jobyard.store import queries as q
+from jobyard.store.dbtime import db_now
+
+log = logging.getLogger("jobyard.store")
+
+OUTBOX_CHANNEL = "jobyard_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class DedupKey:
+    """A deduplication key for a submission: ``idem:{Idempotency-Key}`` (must match) or ``sum:{checksum}``."""
+
+    key: str
+    request_hash: str
+    ttl: float
+    must_match: bool = True
+
+    def describe(self) -> str:
+        kind, _, value = self.key.partition(":")
+        return f"Idempotency-Key {value!r}" if kind == "idem" else "this content checksum"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    queue: str
+    body: bytes
+
+
+def database_url_for_driver(url: str) -> str:
+    """Map the user-facing URL to the async driver SQLAlchemy needs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+_UNAVAILABLE_HINT = "the database is unreachable; check JOBYARD_DATABASE_URL and that the server is running"
+
+
+@contextlib.asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Map driver and SQLAlchemy errors to jobyard's hierarchy at the adapter boundary."""
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.InterfaceError):
+            raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
+        text = str(exc.orig).lower()
+        if any(s in text for s in ("connection", "terminating", "shutting down", "starting up")):
+            raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
+        raise StoreError(f"database error: {exc.orig}") from exc
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StoreError(f"database error: {exc}") from exc
+
+
+# SQLSTATE classes that mean the connection or the server is going away, not that the statement is wrong.
+_DISCONNECT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.InterfaceError | OSError | ConnectionError | TimeoutError):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return any(state.startswith(prefix) for prefix in _DISCONNECT_SQLSTATES)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _job(row: Row[*tuple[Any, ...]]) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        metadata=row.metadata or {},
+        status=JobStatus(row.status),
+        total=row.total,
+        succeeded=row.succeeded,
+        failed=row.failed,
+        cancelled=row.cancelled,
+        created_at=_utc(row.created_at),  # type: ignore[arg-type]
+        started_at=_utc(row.started_at),
+        finished_at=_utc(row.finished_at),
+    )
+
+
+def _job_pg(row: asyncpg.Record) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        metadata=row["metadata"] or {},
+        status=JobStatus(row["status"]),
+        total=row["total"],
+        succeeded=row["succeeded"],
+        failed=row["failed"],
+        cancelled=row["cancelled"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _action(row: Row[*tuple[Any, ...]]) -> ActionRecord:
+    m = row._mapping
+    return ActionRecord(
+        id=row.id,
+        job_id=row.job_id,
+        seq=row.seq,
+        type=row.type,
+        queue=row.queue,
+        status=ActionStatus(row.status),
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout=row.timeout,
+        progress=row.progress,
+        progress_message=row.progress_message,
+        result=row.result,
+        error=row.error,
+        created_at=_utc(row.created_at),  # type: ignore[arg-type]
+        started_at=_utc(row.started_at),
+        finished_at=_utc(row.finished_at),
+        payload=m.get("payload"),
+    )
+
+
+def _claimed(row: Row[*tuple[Any, ...]]) -> ClaimedAction:
+    return ClaimedAction(
+        id=row.id,
+        job_id=row.job_id,
+        type=row.type,
+        queue=row.queue,
+        payload=row.payload,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout=row.timeout,
+        concurrency_key=row.concurrency_key,
+        concurrency_limit=row.concurrency_limit,
+    )
+
+
+def _claimed_pg(row: asyncpg.Record) -> ClaimedAction:
+    return ClaimedAction(
+        id=row["id"],
+        job_id=row["job_id"],
+        type=row["type"],
+        queue=row["queue"],
+        payload=row["payload"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        concurrency_key=row["concurrency_key"],
+        concurrency_limit=row["concurrency_limit"],
+    )
+
+
+def _joined_action(job_id: UUID, row: asyncpg.Record) -> ActionRecord:
+    return ActionRecord(
+        id=row["a_id"],
+        job_id=job_id,
+        seq=row["a_seq"],
+        type=row["a_type"],
+        queue=row["a_queue"],
+        status=ActionStatus(row["a_status"]),
+        attempt=row["a_attempt"],
+        max_attempts=row["a_max_attempts"],
+        timeout=row["a_timeout"],
+        progress=row["a_progress"],
+        progress_message=row["a_progress_message"],
+        result=row["a_result"],
+        error=row["a_error"],
+        created_at=row["a_created_at"],
+        started_at=row["a_started_at"],
+        finished_at=row["a_finished_at"],
+    )
+
+
+_COMPLETE_STATEMENT = {
+    OutcomeKind.SUCCEEDED: q.COMPLETE_SUCCEEDED,
+    OutcomeKind.RETRY: q.COMPLETE_RETRY,
+    OutcomeKind.FAILED: q.COMPLETE_FAILED,
+    OutcomeKind.CANCELLED: q.COMPLETE_CANCELLED,
+    OutcomeKind.RELEASE: q.COMPLETE_RELEASE,
+}
+_FINAL_STATUS = {
+    OutcomeKind.SUCCEEDED: ActionStatus.SUCCEEDED,
+    OutcomeKind.RETRY: ActionStatus.RETRYING,
+    OutcomeKind.FAILED: ActionStatus.FAILED,
+    OutcomeKind.CANCELLED: ActionStatus.CANCELLED,
+    OutcomeKind.RELEASE: ActionStatus.QUEUED,
+}
+_REQUEUES = (OutcomeKind.RETRY, OutcomeKind.RELEASE)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    job_id: UUID
+    cancelled_action_ids: list[UUID]
+    running_action_ids: list[UUID]
+
+
+class Leadership:
+    """Held while this process leads; ``alive()`` checks the lock's connection is still there."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def alive(self) -> bool:
+        if self._connection is None:
+            return True
+        try:
+            await self._connection.fetchval("SELECT 1", timeout=5)
+            return True
+        except Exception:
+            return False
+
+    async def release(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close(timeout=2)
+            self._connection = None
+
+
+class Repository:
+    """Jobs, actions and the outbox in PostgreSQL or SQLite."""
+
+    def __init__(self, engine: AsyncEngine, *, raw_url: str, pool_size: int = 10) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._raw_url = raw_url
+        self._outbox_event = asyncio.Event()
+        self._listener: Any = None
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 5)
+            self._pool = None
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with translate_errors(), self.engine.connect() as conn:
+            await conn.execute(q.PING)
+
+    async def migrate(self) -> None:
+        from jobyard.store.migrate import upgrade_to_head
+
+        async with translate_errors(), self.engine.begin() as conn:
+            await conn.run_sync(upgrade_to_head)
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    def _dsn(self) -> str:
+        return database_url_for_driver(self._raw_url).replace("postgresql+asyncpg://", "postgresql://")
+
+    async def _driver_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn(),
+                    min_size=1,
+                    max_size=self._pool_size,
+                    init=_init_driver_connection,
+                    # asyncpg resets a connection on every release with a round trip (UNLISTEN, RESET ALL, ...);
+                    # the hot path never changes session state, so that round trip is pure cost.
+                    reset=_keep_session,
+                    timeout=10,
+                )
+            return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled asyncpg connection for the PostgreSQL hot path (the ``q.PG_*`` statements).
+
+        The hot path bypasses SQLAlchemy's connection and statement layers, whose per-call cost dominated the
+        profiles (pool checkout, compile-cache keys, parameter processing); its pool is created on first use,
+        so processes that never take the hot path never open it. No transaction is open: each statement is its
+        own implicit transaction unless the caller opens one. Errors are translated here.
+        """
+        try:
+            pool = self._pool or await self._driver_pool()
+            # No acquire timeout: asyncpg implements it with a wait_for (a task per acquire on Python 3.11), and
+            # the wait is bounded anyway by the pool's statements finishing and the connect timeout.
+            async with pool.acquire() as conn:
+                yield conn
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            if _is_disconnect(exc):
+                raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
+            raise StoreError(f"database error: {exc}") from exc
+
+    @property
+    def _fast(self) -> bool:
+        return self.dialect == "postgresql"
+
+    # --- submit -------------------------------------------------------------------------------------
+    async def create_job(
+        self,
+        *,
+        tenant_id: str,
+        name: str | None,
+        metadata: dict[str, Any],
+        actions: Sequence[ActionSpecIn],
+        connection: AsyncConnection | None = None,
+        dedup: Sequence[DedupKey] = (),
+    ) -> tuple[JobRecord, list[UUID]]:
+        """Insert the job, its actions and their outbox rows in one transaction.
+
+        Pass ``connection`` to enqueue inside a transaction the caller already holds (the caller commits).
+        With ``dedup`` keys, a key already held (and not expired) returns the job that holds it instead, with
+        no action ids; a key held for a different request raises ``Conflict``. The keys' unique constraint makes
+        this safe against concurrent submissions.
+        """
+        job_id = uuid7()
+        action_ids = [uuid7() for _ in actions]
+        if self._fast and connection is None and not dedup:
+            return await self._create_job_pg(tenant_id, name, metadata, actions, job_id, action_ids), action_ids
+        job_row = {
+            "id": job_id,
+            "tenant_id": tenant_id,
+            "name": name,
+            "metadata": metadata,
+            "status": JobStatus.PENDING.value,
+            "total": len(actions),
+            "succeeded": 0,
+            "failed": 0,
+            "cancelled": 0,
+        }
+        action_rows = []
+        outbox_rows = []
+        for seq, (aid, spec) in enumerate(zip(action_ids, actions, strict=True)):
+            action_rows.append(
+                {
+                    "id": aid,
+                    "job_id": job_id,
+                    "seq": seq,
+                    "type": spec.type,
+                    "queue": spec.queue,
+                    "payload": spec.payload,
+                    "status": ActionStatus.QUEUED.value,
+                    "attempt": 0,
+                    "max_attempts": spec.max_attempts,
+                    "timeout": spec.timeout,
+                    "progress": 0.0,
+                    "concurrency_key": spec.concurrency_key,
+                    "concurrency_limit": spec.concurrency_limit,
+                }
+            )
+            body = messages.encode_action(
+                aid,
+                job_id,
+                spec.type,
+                spec.queue,
+                spec.payload,
+                spec.max_attempts,
+                spec.timeout,
+                spec.concurrency_key,
+                spec.concurrency_limit,
+            )
+            outbox_rows.append({"action_id": aid, "queue": spec.queue, "body": body})
+
+        async def claim_keys(conn: AsyncConnection) -> Any:
+            """Take every dedup key for this job; the existing job's row if one is already taken."""
+            for key in dedup:
+                params = {"p_tenant": tenant_id, "p_key": key.key}
+                await conn.execute(q.DELETE_EXPIRED_DEDUP_KEY, params)
+                taken = await conn.execute(
+                    q.insert_dedup_unless_taken(self.dialect),
+                    {**params, "p_job_id": job_id, "p_hash": key.request_hash, "p_ttl": key.ttl},
+                )
+                if taken.first() is not None:
+                    continue
+                holder = (await conn.execute(q.SELECT_DEDUP, params)).one()
+                if key.must_match and holder.request_hash != key.request_hash:
+                    raise Conflict(
+                        f"{key.describe()} was already used for a different request (job {holder.job_id}); "
+                        "use a new key for a new job"
+                    )
+                row = (await conn.execute(q.SELECT_JOB, {"p_id": holder.job_id, "p_tenant": tenant_id})).first()
+                if row is not None:
+                    return row
+            return None
+
+        async def write(conn: AsyncConnection) -> Row[Any]:
+            now = db_now()
+            row = (
+                await conn.execute(
+                    q.INSERT_JOB.values(created_at=now, updated_at=now).returning(*q._JOB_COLUMNS), job_row
+                )
+            ).one()
+            await conn.execute(q.INSERT_ACTIONS.values(created_at=now, updated_at=now, available_at=now), action_rows)
+            await conn.execute(q.INSERT_OUTBOX.values(available_at=now), outbox_rows)
+            if self.dialect == "postgresql":
+                await conn.execute(q.PG_NOTIFY_OUTBOX)
+            return row
+
+        async def run(conn: AsyncConnection) -> tuple[Any, bool]:
+            existing = await claim_keys(conn) if dedup else None
+            if existing is not None:
+                return existing, False
+            return await write(conn), True
+
+        if connection is not None:
+            async with translate_errors():
+                row, created = await run(connection)
+        else:
+            async with self._tx() as conn:
+                row, created = await run(conn)
+            if created:
+                self._outbox_event.set()
+        return _job(row), action_ids if created else []
+
+    async def _create_job_pg(
+        self,
+        tenant_id: str,
+        name: str | None,
+        metadata: dict[str, Any],
+        actions: Sequence[ActionSpecIn],
+        job_id: UUID,
+        action_ids: list[UUID],
+    ) -> JobRecord:
+        """The job, its actions, their outbox rows and the relay's wake-up in one statement: one round trip."""
+        types, queues, payloads, attempts, timeouts, bodies = [], [], [], [], [], []
+        concurrency_keys: list[str | None] = []
+        concurrency_limits: list[int] = []
+        for aid, spec in zip(action_ids, actions, strict=True):
+            types.append(spec.type)
+            queues.append(spec.queue)
+            payloads.append(jsonutil.dumps_str(spec.payload))
+            attempts.append(spec.max_attempts)
+            timeouts.append(float(spec.timeout))
+            concurrency_keys.append(spec.concurrency_key)
+            concurrency_limits.append(spec.concurrency_limit)
+            bodies.append(
+                messages.encode_action(
+                    aid,
+                    job_id,
+                    spec.type,
+                    spec.queue,
+                    spec.payload,
+                    spec.max_attempts,
+                    spec.timeout,
+                    spec.concurrency_key,
+                    spec.concurrency_limit,
+                )
+            )
+        async with self._driver() as db:
+            row = await db.fetchrow(
+                q.PG_CREATE_JOB,
+                job_id,
+                tenant_id,
+                name,
+                jsonutil.dumps_str(metadata),
+                action_ids,
+                types,
+                queues,
+                payloads,
+                attempts,
+                timeouts,
+                bodies,
+                concurrency_keys,
+                concurrency_limits,
+            )
+        self._outbox_event.set()
+        assert row is not None
+        return _job_pg(row)
+
+    # --- relay --------------------------------------------------------------------------------------
+    async def publish_outbox(self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]]) -> int:
+        """Hand due outbox rows to ``publish``; delete them only once it returned (the broker confirmed).
+
+        If ``publish`` raises, the transaction rolls back and the rows stay for the next try.
+        Rows are locked with SKIP LOCKED so several relays never publish the same row at once.
+        """
+        if self._fast:
+            async with self._driver() as db, db.transaction():
+                taken = await db.fetch(q.PG_TAKE_DUE_OUTBOX, limit)
+                if not taken:
+                    return 0
+                rows = sorted((OutboxRow(r["id"], r["queue"], r["body"]) for r in taken), key=lambda r: r.id)
+                await publish(rows)
+            return len(rows)
+        async with self._tx() as conn:
+            result = await conn.execute(q.SELECT_DUE_OUTBOX, {"p_limit": limit})
+            rows = [OutboxRow(r.id, r.queue, bytes(r.body)) for r in result]
+            if not rows:
+                return 0
+            await publish(rows)
+            await conn.execute(q.DELETE_OUTBOX, {"p_ids": [r.id for r in rows]})
+        return len(rows)
+
+    async def next_outbox_due(self) -> datetime | None:
+        async with self._tx() as conn:
+            return _utc((await conn.execute(q.NEXT_OUTBOX_DUE)).scalar())
+
+    async def outbox_size(self) -> int:
+        async with self._tx() as conn:
+            return int((await conn.execute(q.COUNT_OUTBOX)).scalar() or 0)
+
+    async def wait_for_outbox(self, timeout: float) -> bool:
+        """Wait until something was written to the outbox (here or, on PostgreSQL, by any process)."""
+        if self.dialect == "postgresql" and self._listener is None:
+            await self._start_listener()
+        try:
+            await asyncio.wait_for(self._outbox_event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._outbox_event.clear()
+
+    async def _start_listener(self) -> None:
+        dsn = self._dsn()
+        try:
+            conn = await asyncpg.connect(dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot LISTEN for outbox writes (%s); polling instead", exc)
+            return
+        try:
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._outbox_event.set())
+        except BaseException as exc:  # failed or cancelled half way: never leave the connection open
+            conn.terminate()
+            if isinstance(exc, OSError | asyncpg.PostgresError):
+                log.warning("cannot LISTEN for outbox writes (%s); polling instead", exc)
+                return
+            raise
+        self._listener = conn
+        conn.add_termination_listener(self._on_listener_lost)
+
+    def _on_listener_lost(self, *_: Any) -> None:
+        self._listener = None
+        self._outbox_event.set()
+
+    # --- claims -------------------------------------------------------------------------------------
+    async def claim_actions(self, ids: Sequence[UUID], *, worker_id: str, lease: float) -> list[ClaimedAction]:
+        """Move the given actions to ``running`` if they are still claimable; the rest are duplicates."""
+        if not ids:
+            return []
+        if self._fast:
+            async with self._driver() as db:
+                return [_claimed_pg(r) for r in await db.fetch(q.PG_CLAIM_ACTIONS, list(ids), worker_id, lease)]
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(q.CLAIM_ACTIONS, {"p_ids": list(ids), "p_worker": worker_id, "p_lease": lease})
+            ).all()
+            claimed = [_claimed(r) for r in rows]
+            if claimed:
+                await conn.execute(q.MARK_JOBS_RUNNING, {"p_ids": list({c.job_id for c in claimed})})
+        return claimed
+
+    async def claim_due_actions(
+        self, queues: Sequence[str], *, limit: int, worker_id: str, lease: float, due_for: float = 0.0
+    ) -> list[ClaimedAction]:
+        """Claim due actions straight from the store (SKIP LOCKED on PostgreSQL), oldest first.
+
+        ``due_for`` > 0 takes only actions that have been due at least that many seconds: the sweep for
+        messages that are late (parked at a stalled consumer, say) while the broker is otherwise fine.
+        """
+        params = {
+            "p_queues": list(queues),
+            "p_limit": limit,
+            "p_worker": worker_id,
+            "p_lease": lease,
+            "p_offset": -max(0.0, due_for),
+        }
+        async with self._tx() as conn:
+            rows = (await conn.execute(q.CLAIM_DUE_ACTIONS, params)).all()
+            claimed = [_claimed(r) for r in rows]
+            if claimed:
+                await conn.execute(q.MARK_JOBS_RUNNING, {"p_ids": list({c.job_id for c in claimed})})
+        return claimed
+
+    async def claim_keyed_actions(
+        self, items: Sequence[tuple[UUID, str]], *, worker_id: str, lease: float, defer: Callable[[], float]
+    ) -> list[ClaimedAction]:
+        """Claim actions that carry a concurrency key, each only while its key has room.
+
+        An action whose key is full waits: its due time moves ``defer()`` seconds ahead with a new outbox row, so
+        it neither blocks its queue nor uses an attempt. Claims are serialised per key (advisory lock on
+        PostgreSQL, the single writer on SQLite), so no two workers can both take the last slot.
+        """
+        if not items:
+            return []
+        claimed: list[ClaimedAction] = []
+        deferred = False
+        async with self._tx() as conn:
+            if self.dialect == "postgresql":
+                for key in sorted({key for _, key in items}):  # one order everywhere: no deadlocks
+                    await conn.execute(q.LOCK_CONCURRENCY_KEY, {"p_key": key})
+            for action_id, _key in items:
+                row = (
+                    await conn.execute(
+                        q.CLAIM_KEYED_ACTION, {"p_id": action_id, "p_worker": worker_id, "p_lease": lease}
+                    )
+                ).first()
+                if row is not None:
+                    claimed.append(_claimed(row))
+                    continue
+                waiting = (await conn.execute(q.DEFER_ACTION, {"p_id": action_id, "p_delay": defer()})).first()
+                if waiting is not None:  # claimable but its key is full (else: a duplicate, nothing to do)
+                    await conn.execute(
+                        q.INSERT_RETRY_OUTBOX,
+                        {
+                            "p_id": action_id,
+                            "p_queue": waiting.queue,
+                            "p_body": messages.encode_claimed(_claimed(waiting)),
+                            "p_available_at": waiting.available_at,
+                        },
+                    )
+                    deferred = True
+            if claimed:
+                await conn.execute(q.MARK_JOBS_RUNNING, {"p_ids": list({c.job_id for c in claimed})})
+        if deferred:
+            self._outbox_event.set()
+        return claimed
+
+    async def due_keyed_actions(
+        self, queues: Sequence[str], *, limit: int, due_for: float = 0.0
+    ) -> list[tuple[UUID, str]]:
+        """Due actions with a concurrency key, for the store-polling path (claimed via claim_keyed_actions)."""
+        params = {"p_queues": list(queues), "p_limit": limit, "p_offset": -max(0.0, due_for)}
+        async with self._tx() as conn:
+            return [(r.id, r.concurrency_key) for r in await conn.execute(q.SELECT_DUE_KEYED_IDS, params)]
+
+    async def extend_leases(self, held: Sequence[tuple[UUID, int]], lease: float) -> set[UUID]:
+        """Heartbeat: extend the leases still held; returns the ids whose lease was extended."""
+        kept: set[UUID] = set()
+        if not held:
+            return kept
+        async with self._tx() as conn:
+            for action_id, attempt in held:
+                row = (
+                    await conn.execute(q.EXTEND_LEASE, {"p_id": action_id, "p_attempt": attempt, "p_lease": lease})
+                ).first()
+                if row is not None:
+                    kept.add(row.id)
+        return kept
+
+    async def update_progress(self, action_id: UUID, attempt: int, fraction: float, message: str | None) -> bool:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    q.UPDATE_PROGRESS,
+                    {"p_id": action_id, "p_attempt": attempt, "p_progress": fraction, "p_message": message},
+                )
+            ).first()
+        return row is not None
+
+    # --- completion ---------------------------------------------------------------------------------
+    async def complete_actions(self, outcomes: Sequence[Outcome]) -> list[Completion]:
+        """Record outcomes, fenced on each attempt, and update the jobs' counters in the same transaction.
+
+        An outcome whose attempt no longer holds the action (a stale or duplicate writer) changes nothing and
+        is left out of the returned completions. Counters move only with an accepted transition, so a job's
+        fan-in counts each action exactly once.
+        """
+        if not outcomes:
+            return []
+        # A hand-back at shutdown (RELEASE) is rare and changes the attempt budget: the portable path handles it.
+        if self._fast and not any(o.kind is OutcomeKind.RELEASE for o in outcomes):
+            return await self._complete_actions_pg(outcomes)
+        accepted: list[Completion] = []
+        delta: dict[UUID, list[int]] = defaultdict(lambda: [0, 0, 0])
+        wrote_outbox = False
+        async with self._tx() as conn:
+            for outcome in outcomes:
+                params: dict[str, Any] = {"p_id": outcome.action_id, "p_attempt": outcome.attempt}
+                kind = outcome.kind
+                if kind is OutcomeKind.SUCCEEDED:
+                    params["p_result"] = outcome.result_summary
+                elif kind in _REQUEUES:
+                    params["p_error"] = outcome.error
+                    params["p_delay"] = max(0.0, outcome.retry_in)
+                else:
+                    params["p_error"] = outcome.error
+                row = (await conn.execute(_COMPLETE_STATEMENT[kind], params)).first()
+                if row is None:
+                    log.warning(
+                        "stale completion rejected by the fence: action %s attempt %d (%s) no longer holds the action",
+                        outcome.action_id,
+                        outcome.attempt,
+                        kind.value,
+                    )
+                    continue
+                if kind in _REQUEUES:
+                    if outcome.message_body is None:
+                        raise StoreError("a retry outcome needs the message body to re-enqueue")
+                    await conn.execute(
+                        q.INSERT_RETRY_OUTBOX,
+                        {
+                            "p_id": outcome.action_id,
+                            "p_queue": outcome.queue,
+                            "p_body": outcome.message_body,
+                            "p_available_at": row.available_at,
+                        },
+                    )
+                    wrote_outbox = True
+                else:
+                    counters = delta[row.job_id]
+                    counters[{"succeeded": 0, "failed": 1, "cancelled": 2}[_FINAL_STATUS[kind].value]] += 1
+                accepted.append(Completion(outcome.action_id, row.job_id, _FINAL_STATUS[kind]))
+            job_state: dict[UUID, tuple[JobStatus, bool]] = {}
+            for job_id, (s, f, c) in delta.items():
+                jrow = (
+                    await conn.execute(
+                        q.ADD_TO_JOB_COUNTERS,
+                        {"p_job_id": job_id, "p_succeeded": s, "p_failed": f, "p_cancelled": c},
+                    )
+                ).one()
+                finished = jrow.succeeded + jrow.failed + jrow.cancelled >= jrow.total
+                job_state[job_id] = (JobStatus(jrow.status), finished)
+        for completion in accepted:
+            state = job_state.get(completion.job_id)
+            if state is not None:
+                completion.job_status, completion.job_finished = state
+        if wrote_outbox:
+            self._outbox_event.set()
+        return accepted
+
+    async def _complete_actions_pg(self, outcomes: Sequence[Outcome]) -> list[Completion]:
+        """The whole batch in one statement (see ``q.PG_COMPLETE_ACTIONS``): one round trip per batch."""
+        first: dict[UUID, Outcome] = {}
+        for outcome in outcomes:
+            # One transition per action per batch; a second outcome for it would be refused by the fence anyway.
+            first.setdefault(outcome.action_id, outcome)
+        ids, attempts, statuses, results, errors, delays, queues, bodies = [], [], [], [], [], [], [], []
+        for outcome in first.values():
+            kind = outcome.kind
+            if kind is OutcomeKind.RETRY and outcome.message_body is None:
+                raise StoreError("a retry outcome needs the message body to re-enqueue")
+            ids.append(outcome.action_id)
+            attempts.append(outcome.attempt)
+            statuses.append(_FINAL_STATUS[kind].value)
+            results.append(jsonutil.dumps_str(outcome.result_summary) if kind is OutcomeKind.SUCCEEDED else None)
+            errors.append(outcome.error)
+            delays.append(max(0.0, outcome.retry_in))
+            queues.append(outcome.queue)
+            bodies.append(outcome.message_body)
+        async with self._driver() as db:
+            rows = await db.fetch(
+                q.PG_COMPLETE_ACTIONS, ids, attempts, statuses, results, errors, delays, queues, bodies
+            )
+        by_id = {r["id"]: r for r in rows}
+        accepted: list[Completion] = []
+        wrote_outbox = False
+        for outcome in outcomes:
+            row = by_id.pop(outcome.action_id, None)
+            if row is None:
+                log.warning(
+                    "stale completion rejected by the fence: action %s attempt %d (%s) no longer holds the action",
+                    outcome.action_id,
+                    outcome.attempt,
+                    outcome.kind.value,
+                )
+                continue
+            status = ActionStatus(row["status"])
+            wrote_outbox = wrote_outbox or status is ActionStatus.RETRYING
+            completion = Completion(outcome.action_id, row["job_id"], status)
+            if row["job_status"] is not None:
+                completion.job_status = JobStatus(row["job_status"])
+                completion.job_finished = bool(row["job_finished"])
+            accepted.append(completion)
+        if wrote_outbox:
+            self._outbox_event.set()
+        return accepted
+
+    async def cancelled_among(self, action_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these (running) actions belong to a job that was cancelled."""
+        if not action_ids:
+            return set()
+        async with self._tx() as conn:
+            return {r.id for r in await conn.execute(q.SELECT_CANCELLED_AMONG, {"p_ids": list(action_ids)})}
+
+    async def cancel_job(self, tenant_id: str, job_id: UUID) -> CancelResult:
+        """Cancel a pending or running job: waiting actions at once; running ones are left to their workers.
+
+        Raises ``NotFound`` for an unknown job and ``Conflict`` for a job that is already final.
+        """
+        async with self._tx() as conn:
+            if (await conn.execute(q.CANCEL_JOB, {"p_id": job_id, "p_tenant": tenant_id})).first() is None:
+                job = (await conn.execute(q.SELECT_JOB, {"p_id": job_id, "p_tenant": tenant_id})).first()
+                if job is None:
+                    raise NotFound(f"job {job_id} not found")
+                raise Conflict(f"job {job_id} is already {job.status}; only pending or running jobs can be cancelled")
+            cancelled = [r.id for r in await conn.execute(q.CANCEL_WAITING_ACTIONS, {"p_id": job_id})]
+            running = [r.id for r in await conn.execute(q.SELECT_RUNNING_ACTION_IDS, {"p_id": job_id})]
+            if cancelled:
+                await conn.execute(q.DELETE_OUTBOX_FOR_ACTIONS, {"p_ids": cancelled})
+            await conn.execute(
+                q.ADD_TO_JOB_COUNTERS,
+                {"p_job_id": job_id, "p_succeeded": 0, "p_failed": 0, "p_cancelled": len(cancelled)},
+            )
+        return CancelResult(job_id, cancelled, running)
+
+    async def requeue_failed(self, tenant_id: str, action_id: UUID, *, extra_attempts: int) -> ClaimedAction:
+        """Give a failed action ``extra_attempts`` more attempts and queue it again (retry and replay).
+
+        The attempt number never goes back (it is the fencing token); the budget grows instead.
+        """
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    q.REQUEUE_FAILED_ACTION,
+                    {"p_id": action_id, "p_tenant": tenant_id, "p_extra_attempts": extra_attempts},
+                )
+            ).first()
+            if row is None:
+                state = (await conn.execute(q.SELECT_ACTION_STATE, {"p_id": action_id, "p_tenant": tenant_id})).first()
+                if state is None:
+                    raise NotFound(f"action {action_id} not found")
+                if state.job_status == JobStatus.CANCELLED.value:
+                    raise Conflict(f"the job of action {action_id} was cancelled; its actions cannot run again")
+                raise Conflict(f"action {action_id} is {state.status}; only failed actions can be retried or replayed")
+            action = _claimed(row)
+            await conn.execute(q.REOPEN_JOB, {"p_job_id": action.job_id})
+            body = messages.encode_claimed(action)
+            await conn.execute(q.INSERT_OUTBOX.values(available_at=db_now()), [
+                {"action_id": action.id, "queue": action.queue, "body": body}
+            ])  # fmt: skip
+            if self.dialect == "postgresql":
+                await conn.execute(q.PG_NOTIFY_OUTBOX)
+        self._outbox_event.set()
+        return action
+
+    # --- leadership ---------------------------------------------------------------------------------
+    async def acquire_leadership(self, name: str) -> Leadership | None:
+        """Try to become the leader for ``name`` (reaper, scheduler); None if another process is.
+
+        PostgreSQL: a session advisory lock held on a dedicated connection for as long as we lead; it is released
+        by the server the moment that connection dies. SQLite: one process owns the file, so it always leads.
+        """
+        if self.dialect != "postgresql":
+            return Leadership(None)
+        import asyncpg
+
+        dsn = database_url_for_driver(self._raw_url).replace("postgresql+asyncpg://", "postgresql://")
+        key = int.from_bytes(hashlib.sha256(f"jobyard:leader:{name}".encode()).digest()[:8], "big", signed=True)
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
+        try:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                return Leadership(conn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            await conn.close(timeout=2)
+            raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
+        except BaseException:  # cancelled (shutdown) between connecting and asking: do not leak the connection
+            conn.terminate()
+            raise
+        await conn.close(timeout=2)
+        return None
+
+    # --- locks --------------------------------------------------------------------------------------
+    async def take_lock(self, name: str, holder: str, ttl: float) -> int | None:
+        """The store-held lock (used while Redis is down): its fence if taken, None if someone holds it."""
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(q.take_lock(self.dialect), {"p_name": name, "p_holder": holder, "p_ttl": ttl})
+            ).first()
+        return None if row is None else int(row.fence)
+
+    async def next_fence(self, name: str) -> int:
+        async with self._tx() as conn:
+            return int((await conn.execute(q.next_fence(self.dialect), {"p_name": name})).scalar_one())
+
+    async def extend_lock(self, name: str, holder: str, ttl: float) -> bool:
+        async with self._tx() as conn:
+            row = (await conn.execute(q.EXTEND_LOCK, {"p_name": name, "p_holder": holder, "p_ttl": ttl})).first()
+        return row is not None
+
+    async def release_lock(self, name: str, holder: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(q.RELEASE_LOCK, {"p_name": name, "p_holder": holder})
+
+    async def prune_expired_dedup_keys(self) -> int:
+        async with self._tx() as conn:
+            return (await conn.execute(q.PRUNE_EXPIRED_DEDUP)).rowcount or 0
+
+    async def expired_leases(self, limit: int) -> list[ClaimedAction]:
+        async with self._tx() as conn:
+            return [_claimed(r) for r in await conn.execute(q.SELECT_EXPIRED_LEASES, {"p_limit": limit})]
+
+    # --- reads --------------------------------------------------------------------------------------
+    async def get_job(self, tenant_id: str, job_id: UUID) -> JobRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SELECT_JOB, {"p_id": job_id, "p_tenant": tenant_id})).first()
+        return _job(row) if row is not None else None
+
+    async def get_job_with_actions(self, tenant_id: str, job_id: UUID) -> tuple[JobRecord, list[ActionRecord]] | None:
+        if self._fast:
+            async with self._driver() as db:
+                rows = await db.fetch(q.PG_SELECT_JOB_WITH_ACTIONS, job_id, tenant_id)
+            if not rows:
+                return None
+            return _job_pg(rows[0]), [_joined_action(job_id, r) for r in rows if r["a_id"] is not None]
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SELECT_JOB, {"p_id": job_id, "p_tenant": tenant_id})).first()
+            if row is None:
+                return None
+            acts = [_action(r) for r in await conn.execute(q.SELECT_JOB_ACTIONS, {"p_id": job_id})]
+        return _job(row), acts
+
+    async def list_jobs(
+        self, tenant_id: str, *, status: str | None, before: UUID | None, limit: int, name: str | None = None
+    ) -> list[JobRecord]:
+        stmt = q.list_jobs(with_status=status is not None, with_cursor=before is not None, with_name=bool(name))
+        params: dict[str, Any] = {"p_tenant": tenant_id, "p_limit": limit}
+        if name:
+            # A search box, not a pattern language: drop the wildcards (a stray ``_`` matching one char is harmless).
+            params["p_name_like"] = "%" + name.replace("\\", "").replace("%", "") + "%"
+        if status is not None:
+            params["p_status"] = status
+        if before is not None:
+            params["p_before"] = before
+        async with self._tx() as conn:
+            return [_job(r) for r in await conn.execute(stmt, params)]
+
+    async def actions_changed_since(self, job_id: UUID, since: datetime) -> list[tuple[ActionRecord, datetime]]:
+        """A job's actions written at or after ``since`` (database clock), oldest change first, with that time.
+
+        Callers check the job's tenant first (``get_job``); this read is what resumes a live stream.
+        """
+        async with self._tx() as conn:
+            rows = await conn.execute(q.SELECT_ACTIONS_CHANGED_SINCE, {"p_id": job_id, "p_since": since})
+            return [(_action(r), _utc(r.updated_at)) for r in rows]  # type: ignore[misc]
+
+    async def job_tenants(self, job_ids: Sequence[UUID]) -> dict[UUID, str]:
+        """Which tenant owns each of these jobs (unknown ids are left out)."""
+        if not job_ids:
+            return {}
+        async with self._tx() as conn:
+            return {r.id: r.tenant_id for r in await conn.execute(q.SELECT_JOB_TENANTS, {"p_ids": list(job_ids)})}
+
+    async def count_jobs_by_status(self, tenant_id: str) -> dict[str, int]:
+        async with self._tx() as conn:
+            rows = await conn.execute(q.COUNT_JOBS_BY_STATUS, {"p_tenant": tenant_id})
+            return {r.status: int(r.n) for r in rows}
+
+    async def get_action(self, tenant_id: str, action_id: UUID) -> ActionRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SELECT_ACTION, {"p_id": action_id, "p_tenant": tenant_id})).first()
+        return _action(row) if row is not None else None
+
+    async def list_dead_letters(
+        self,
+        tenant_id: str,
+        *,
+        queue: str | None = None,
+        type_: str | None = None,
+        before: UUID | None = None,
+        limit: int = 100,
+    ) -> list[ActionRecord]:
+        stmt = q.list_dead_letters(
+            with_queue=queue is not None, with_type=type_ is not None, with_cursor=before is not None
+        )
+        params: dict[str, Any] = {"p_tenant": tenant_id, "p_limit": limit}
+        if queue is not None:
+            params["p_queue"] = queue
+        if type_ is not None:
+            params["p_type"] = type_
+        if before is not None:
+            params["p_before"] = before
+        async with self._tx() as conn:
+            return [_action(r) for r in await conn.execute(stmt, params)]
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: hot-path statements leave no session state (no SET, LISTEN or advisory locks)."""
+
+
+async def _init_driver_connection(conn: asyncpg.Connection) -> None:
+    # jsonb travels as JSON text both ways: the hot path binds text it encoded with orjson, and decodes with it.
+    await conn.set_type_codec("jsonb", encoder=str, decoder=jsonutil.loads, schema="pg_catalog", format="text")
+    await conn.set_type_codec("json", encoder=str, decoder=jsonutil.loads, schema="pg_catalog", format="text")
+
+
+def _json_from_db(value: Any) -> Any:
+    # SQLite gives the JSON column NUMERIC affinity, so a bare number comes back already converted.
+    if isinstance(value, int | float):
+        return value
+    return jsonutil.loads(value)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (status polls) run while a writer commits; NORMAL sync is durable in WAL mode
+    # against process crashes, which is what embedded mode promises.
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=15000", "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def create_repository(settings: Settings) -> Repository:
+    url = database_url_for_driver(settings.database_url)
+    serializer = jsonutil.dumps_str
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, json_serializer=serializer, json_deserializer=_json_from_db)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_async_engine(
+            url,
+            json_serializer=serializer,
+            json_deserializer=jsonutil.loads,
+            # A fixed pool: overflow connections are closed on return, so a burst above the pool size paid a
+            # connect (TLS negotiation, type introspection, cold statement cache) per request. Waiting a moment
+            # for a pooled connection is far cheaper than that.
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            pool_timeout=10,
+        )
+    return Repository(engine, raw_url=settings.database_url, pool_size=settings.db_pool_size)

@@ -1,0 +1,138 @@
+"""Table definitions (SQLAlchemy Core). The migrations in ``migrations/versions`` create the same schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects import postgresql
+
+metadata = MetaData()
+
+# JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
+JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+# BIGSERIAL on PostgreSQL; INTEGER PRIMARY KEY (the rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+TS = DateTime(timezone=True)
+
+jobs = Table(
+    "jobyard_jobs",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), nullable=False, server_default="default"),
+    Column("name", String(200)),
+    Column("metadata", JSONType, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("cancelled", Integer, nullable=False, server_default="0"),
+    Column("created_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_jobyard_jobs_tenant_id", "tenant_id", "id"),
+    Index("ix_jobyard_jobs_tenant_status_id", "tenant_id", "status", "id"),
+)
+
+actions = Table(
+    "jobyard_actions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("job_id", Uuid, ForeignKey("jobyard_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", String(200), nullable=False),
+    Column("queue", String(200), nullable=False),
+    Column("payload", JSONType),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout", Float, nullable=False),
+    Column("progress", Float, nullable=False, server_default="0"),
+    Column("progress_message", String(500)),
+    Column("result", JSONType),
+    Column("error", Text),
+    Column("concurrency_key", String(200)),
+    Column("concurrency_limit", Integer, nullable=False, server_default="1"),
+    Column("worker_id", String(200)),
+    Column("lease_expires_at", TS),
+    Column("available_at", TS, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_jobyard_actions_job_seq", "job_id", "seq"),
+    # Polling fallback and the reaper scan only the few non-final rows.
+    Index(
+        "ix_jobyard_actions_due",
+        "queue",
+        "available_at",
+        postgresql_where=text("status IN ('queued', 'retrying')"),
+        sqlite_where=text("status IN ('queued', 'retrying')"),
+    ),
+    Index(
+        "ix_jobyard_actions_lease",
+        "lease_expires_at",
+        postgresql_where=text("status = 'running'"),
+        sqlite_where=text("status = 'running'"),
+    ),
+    Index(
+        "ix_jobyard_actions_concurrency",
+        "concurrency_key",
+        postgresql_where=text("status = 'running' AND concurrency_key IS NOT NULL"),
+        sqlite_where=text("status = 'running' AND concurrency_key IS NOT NULL"),
+    ),
+    Index(
+        "ix_jobyard_actions_dead",
+        "queue",
+        "type",
+        "id",
+        postgresql_where=text("status = 'failed'"),
+        sqlite_where=text("status = 'failed'"),
+    ),
+)
+
+dedup = Table(
+    "jobyard_dedup",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("key", String(300), primary_key=True),  # "idem:{Idempotency-Key}" or "sum:{checksum}"
+    Column("job_id", Uuid, nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Index("ix_jobyard_dedup_expires", "expires_at"),
+)
+
+locks = Table(
+    "jobyard_locks",
+    metadata,
+    Column("name", String(300), primary_key=True),
+    Column("holder", String(64)),  # the token of the current holder; NULL when free
+    Column("expires_at", TS),
+    Column("fence", BigInteger, nullable=False, server_default="0"),  # +1 on every acquisition, never reset
+)
+
+outbox = Table(
+    "jobyard_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("action_id", Uuid, nullable=False),
+    Column("queue", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("available_at", TS, nullable=False),
+    Index("ix_jobyard_outbox_due", "available_at", "id"),
+)

@@ -1,0 +1,45 @@
+"""Turning a submission into action specs: registry lookups and defaults, with errors naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from jobyard.config import Settings
+from jobyard.errors import UnknownActionType, ValidationError
+from jobyard.model import ActionSpecIn
+from jobyard.sdk import Yard
+
+
+class ActionRequest(Protocol):
+    type: str
+    payload: Any
+    queue: str | None
+    max_attempts: int | None
+    timeout: float | None
+    concurrency_key: str | None
+    concurrency_limit: int | None
+
+
+def build_action_specs(yard: Yard, settings: Settings, actions: Sequence[ActionRequest]) -> list[ActionSpecIn]:
+    """Resolve each requested action against the registry; raise on the first one at fault."""
+    if not actions:
+        raise ValidationError("a job needs at least one action", loc=("body", "actions"))
+    specs: list[ActionSpecIn] = []
+    for index, request in enumerate(actions):
+        try:
+            definition = yard.get(request.type)
+        except UnknownActionType as exc:
+            raise UnknownActionType(exc.message, loc=("body", "actions", index, "type")) from None
+        specs.append(
+            ActionSpecIn(
+                type=definition.name,
+                queue=request.queue or definition.queue,
+                payload=request.payload,
+                max_attempts=request.max_attempts or definition.max_attempts or settings.default_max_attempts,
+                timeout=request.timeout or definition.timeout or settings.default_timeout,
+                concurrency_key=request.concurrency_key or definition.key_for(request.payload),
+                concurrency_limit=request.concurrency_limit or definition.concurrency_limit,
+            )
+        )
+    return specs

@@ -1,0 +1,628 @@
+"""The worker: receive messages, claim actions in batches, run handlers, record outcomes in batches, then ack.
+
+Flow per action: message → intake → claim (one UPDATE for many) → handler under its time limit →
+outcome → completion (one transaction for many, fenced on the attempt) → results to the KV → events → ack.
+While the broker is unreachable the worker claims due actions straight from the store instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from jobyard import jsonutil, messages
+from jobyard.broker.base import Broker, Consumer, Delivery
+from jobyard.config import Settings
+from jobyard.errors import ActionCancelled, ActionTimeout, KVError, PermanentFailure, StoreError, UnknownActionType
+from jobyard.events import EventBus
+from jobyard.kv import keys
+from jobyard.kv.cache import UserCache
+from jobyard.kv.results import ResultStore, summarize
+from jobyard.live import raise_if_cancelling
+from jobyard.live.presence import PresenceBeacon
+from jobyard.locks import Lock
+from jobyard.model import ClaimedAction, Completion, Outcome, OutcomeKind, retry_delay
+from jobyard.sdk import ActionContext, ActionDefinition, Yard
+from jobyard.store.repository import Repository
+
+log = logging.getLogger("jobyard.worker")
+
+
+CANCEL_GRACE = 2.0  # seconds a cancelled action gets to notice ctx.cancelled before it is interrupted
+
+
+class _Interrupt(enum.Enum):
+    SOFT_TIMEOUT = "soft time limit"
+    CANCELLED = "cancelled on request"
+    SHUTDOWN = "worker shutting down"
+
+
+class _HardTimeLimit(Exception):
+    """The attempt ran past its hard time limit and was abandoned."""
+
+
+class _Envelope:
+    """One broker delivery and how many of its actions are still unsettled; acked when none are."""
+
+    __slots__ = ("delivery", "pending")
+
+    def __init__(self, delivery: Delivery, pending: int) -> None:
+        self.delivery = delivery
+        self.pending = pending
+
+
+@dataclass(slots=True)
+class _Intake:
+    message: messages.ActionMessage
+    envelope: _Envelope | None
+
+
+@dataclass(slots=True)
+class _Finished:
+    outcome: Outcome
+    envelope: _Envelope | None
+    result: Any = None
+    ctx: ActionContext | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    queue: str = ""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs actions of the given queues. ``start``/``stop`` are safe to call more than once."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        repo: Repository,
+        broker: Broker,
+        results: ResultStore,
+        events: EventBus,
+        yard: Yard,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.broker = broker
+        self.results = results
+        self.events = events
+        self.yard = yard
+        self.queues = queues or yard.queues or ["default"]
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.worker_id = worker_id or new_worker_id()
+        self._free = asyncio.Semaphore(self.concurrency)
+        self._intake: asyncio.Queue[_Intake] = asyncio.Queue()
+        self._finished: asyncio.Queue[_Finished] = asyncio.Queue()
+        self._running: dict[UUID, tuple[ClaimedAction, ActionContext, asyncio.Task[None]]] = {}
+        self._handlers: dict[UUID, asyncio.Future[Any]] = {}
+        self._claim_lock = asyncio.Lock()
+        self.user_cache = UserCache(events.kv)
+        self._progress_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: Consumer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._stopping = False
+        self.processed = 0
+        self._presence = PresenceBeacon(events.kv, self.worker_id, settings.presence_interval, self._describe)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._stopping = False
+        self.yard.bind_cache(self.user_cache)
+        self._loop = asyncio.get_running_loop()
+        self._consumer = await self.broker.consume(self.queues, self.settings.prefetch, self._on_message)
+        for loop in (
+            self._claim_loop,
+            self._complete_loop,
+            self._heartbeat_loop,
+            self._progress_loop,
+            self._poll_loop,
+            self._control_loop,
+            self._presence_loop,
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=f"jobyard-worker-{loop.__name__}"))
+        log.info("worker %s consuming %s with concurrency %d", self.worker_id, self.queues, self.concurrency)
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop consuming, let running actions finish for ``grace`` seconds, then hand the rest back."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        if self._consumer is not None:
+            await self._consumer.cancel()  # unacked deliveries go back to the broker
+        async with self._claim_lock:  # let a claim in flight launch what it claimed; then claim no more
+            for task in self._tasks:
+                if task.get_name().endswith(("_claim_loop", "_poll_loop")):
+                    task.cancel()
+        # Work not yet claimed goes back with its delivery (already returned by the cancel above).
+        while not self._intake.empty():
+            self._intake.get_nowait()
+        running = [task for _, _, task in self._running.values()]
+        if running:
+            log.info("worker %s: waiting up to %gs for %d running actions", self.worker_id, grace, len(running))
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            if pending:
+                # Hand the rest back: each _run records a RELEASE outcome (queued again, attempt not counted).
+                for _, ctx, _ in list(self._running.values()):
+                    self._interrupt(ctx, _Interrupt.SHUTDOWN)
+                await asyncio.wait(pending, timeout=5.0)
+        await self._drain_finished()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._presence.leave()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._started = False
+        log.info("worker %s stopped after %d actions", self.worker_id, self.processed)
+
+    # --- intake -------------------------------------------------------------------------------------
+    async def _on_message(self, delivery: Delivery) -> None:
+        try:
+            actions = messages.unpack(delivery.body)
+        except messages.MalformedMessage as exc:
+            log.error("malformed message dead-lettered: %s", exc)
+            await self.broker.dead_letter(delivery.body, f"malformed: {exc}")
+            await delivery.ack()
+            return
+        if not actions:
+            await delivery.ack()
+            return
+        envelope = _Envelope(delivery, len(actions))
+        for action in actions:
+            self._intake.put_nowait(_Intake(action, envelope))
+
+    async def _settle(self, envelope: _Envelope | None) -> None:
+        if envelope is None:
+            return
+        envelope.pending -= 1
+        if envelope.pending == 0:
+            await envelope.delivery.ack()
+
+    # --- claiming -----------------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        batch_max = self.settings.worker_batch
+        while True:
+            first = await self._intake.get()
+            await self._free.acquire()
+            batch = [first]
+            while len(batch) < batch_max and not self._intake.empty() and not self._free.locked():
+                await self._free.acquire()
+                batch.append(self._intake.get_nowait())
+            async with self._claim_lock:  # stop() waits for a claim in flight, so nothing claimed is left behind
+                await self._claim_and_run(batch)
+
+    async def _claim_and_run(self, batch: list[_Intake]) -> None:
+        plain = [item.message.id for item in batch if item.message.concurrency_key is None]
+        keyed = [(i.message.id, i.message.concurrency_key) for i in batch if i.message.concurrency_key is not None]
+        try:
+            claimed = await self.repo.claim_actions(plain, worker_id=self.worker_id, lease=self.settings.lease_seconds)
+            if keyed:
+                claimed += await self.repo.claim_keyed_actions(
+                    keyed, worker_id=self.worker_id, lease=self.settings.lease_seconds, defer=_concurrency_wait
+                )
+        except StoreError as exc:
+            log.warning("claim failed (%s); messages go back to the broker", exc)
+            for item in batch:
+                self._free.release()
+                if item.envelope is not None and item.envelope.pending > 0:
+                    item.envelope.pending = 0
+                    await item.envelope.delivery.reject(requeue=True)
+            await asyncio.sleep(min(self.settings.poll_interval, 1.0))
+            return
+        by_id = {c.id: c for c in claimed}
+        await self.events.publish([_running_event(c) for c in claimed])
+        for item in batch:
+            action = by_id.get(item.message.id)
+            if action is None:
+                # Already running elsewhere, finished or cancelled: a duplicate delivery. Drop it.
+                self._free.release()
+                await self._settle(item.envelope)
+                continue
+            self._launch(action, item.envelope)
+
+    def _launch(self, action: ClaimedAction, envelope: _Envelope | None) -> None:
+        ctx = ActionContext(
+            cache=self.user_cache,
+            lock=self._lock,
+            action_id=action.id,
+            job_id=action.job_id,
+            type_=action.type,
+            attempt=action.attempt,
+            max_attempts=action.max_attempts,
+            timeout=action.timeout,
+            worker_id=self.worker_id,
+            on_progress=self._progress_reported,
+        )
+        task = asyncio.create_task(self._run(action, ctx, envelope))
+        self._running[action.id] = (action, ctx, task)
+
+    def _lock(self, name: str, *, ttl: float, wait: float) -> Lock:
+        return Lock(self.events.kv, self.repo, name, ttl=ttl, wait=wait)
+
+    def _progress_reported(self, _ctx: ActionContext) -> None:
+        # May be called from a sync handler's thread: hop onto the event loop.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._progress_wakeup.set)
+
+    # --- running ------------------------------------------------------------------------------------
+    async def _run(self, action: ClaimedAction, ctx: ActionContext, envelope: _Envelope | None) -> None:
+        try:
+            outcome, result = await self._execute(action, ctx)
+        finally:
+            self._running.pop(action.id, None)
+            self._handlers.pop(action.id, None)
+            self._free.release()
+        self._finished.put_nowait(_Finished(outcome, envelope, result, ctx, queue=action.queue))
+
+    async def _execute(self, action: ClaimedAction, ctx: ActionContext) -> tuple[Outcome, Any]:
+        try:
+            definition = self.yard.get(action.type)
+        except UnknownActionType as exc:
+            log.error("unknown action type %r on worker %s: dead-lettered", action.type, self.worker_id)
+            return self._failed_outcome(action, f"UnknownActionType: {exc} (worker {self.worker_id})"), None
+        handler = asyncio.ensure_future(self._call(definition, ctx, action.payload))
+        self._handlers[action.id] = handler
+        try:
+            result = await self._supervise(handler, ctx, definition.soft_timeout, action.timeout)
+            if not _json_ok(result):
+                return self._failed_outcome(action, "TypeError: the handler returned a value that is not JSON"), None
+        except _HardTimeLimit:
+            error = f"ActionTimeout: attempt {action.attempt} exceeded its time limit of {action.timeout:g}s"
+            return self._error_outcome(action, error), None
+        except PermanentFailure as exc:
+            return self._failed_outcome(action, _describe(exc)), None
+        except (ActionCancelled, ActionTimeout, asyncio.CancelledError) as exc:
+            return self._interrupted_outcome(action, ctx, exc), None
+        except Exception as exc:
+            ctx.logger.warning("attempt %d failed: %s", action.attempt, _describe(exc), exc_info=exc)
+            return self._error_outcome(action, _describe(exc)), None
+        summary = summarize(result, self.settings.result_summary_bytes)
+        return Outcome(action.id, action.attempt, OutcomeKind.SUCCEEDED, result_summary=summary), result
+
+    async def _supervise(
+        self, handler: asyncio.Future[Any], ctx: ActionContext, soft: float | None, hard: float
+    ) -> Any:
+        """Wait for the handler under its limits: at ``soft`` interrupt it, at ``hard`` abandon the attempt."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hard
+        if soft is not None and soft < hard:
+            done, _ = await asyncio.wait({handler}, timeout=soft)
+            if not done:
+                ctx.soft_timed_out = True
+                ctx.logger.warning("soft time limit of %gs reached: interrupting the handler", soft)
+                self._interrupt(ctx, _Interrupt.SOFT_TIMEOUT)
+        done, _ = await asyncio.wait({handler}, timeout=max(0.0, deadline - loop.time()))
+        if not done:
+            # A sync handler's thread cannot be killed: it is abandoned and whatever it returns is ignored.
+            handler.cancel()
+            raise _HardTimeLimit
+        return handler.result()
+
+    def _interrupt(self, ctx: ActionContext, why: _Interrupt) -> None:
+        """Ask a running handler to stop: cancel its await (async) or raise in its thread (sync)."""
+        handler = self._handlers.get(ctx.action_id)
+        if handler is None or handler.done():
+            return
+        if ctx.thread_id is not None:
+            exc_type = ActionTimeout if why is _Interrupt.SOFT_TIMEOUT else ActionCancelled
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ctx.thread_id), ctypes.py_object(exc_type))
+            if why is _Interrupt.SHUTDOWN:
+                handler.cancel()  # stop waiting for the thread; its late result is ignored
+        else:
+            handler.cancel(msg=f"jobyard: {why.value}")
+
+    def _interrupted_outcome(self, action: ClaimedAction, ctx: ActionContext, exc: BaseException) -> Outcome:
+        if ctx.cancelled:
+            return Outcome(action.id, action.attempt, OutcomeKind.CANCELLED, error="cancelled on request while running")
+        if ctx.soft_timed_out:
+            error = f"ActionTimeout: attempt {action.attempt} stopped at its soft time limit"
+            return self._error_outcome(action, error)
+        if self._stopping:
+            return self._release_outcome(action)
+        return self._error_outcome(action, _describe(exc) or "interrupted")
+
+    def cancel_actions(self, action_ids: Iterable[UUID]) -> int:
+        """Cancellation requested for these actions: flag their context, interrupt them after a short grace."""
+        count = 0
+        for action_id in action_ids:
+            entry = self._running.get(action_id)
+            if entry is None or entry[1].cancelled:
+                continue
+            ctx = entry[1]
+            ctx.cancel()
+            count += 1
+            ctx.logger.info("cancellation requested; interrupting in %gs unless it stops first", CANCEL_GRACE)
+            if self._loop is not None:
+                self._loop.call_later(CANCEL_GRACE, self._interrupt, ctx, _Interrupt.CANCELLED)
+        return count
+
+    async def _call(self, definition: ActionDefinition, ctx: ActionContext, payload: Any) -> Any:
+        if definition.is_async:
+            return await definition.call(ctx, payload)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=min(self.concurrency, 64), thread_name_prefix="jobyard-sync"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, definition.call_in_thread, ctx, payload)
+
+    def _error_outcome(self, action: ClaimedAction, error: str) -> Outcome:
+        if action.attempt < action.max_attempts:
+            delay = retry_delay(action.attempt, self.settings.retry_base_delay, self.settings.retry_max_delay)
+            return self._retry_outcome(action, error, delay)
+        return self._failed_outcome(action, error)
+
+    def _retry_outcome(self, action: ClaimedAction, error: str, delay: float) -> Outcome:
+        body = messages.encode_claimed(action)
+        return Outcome(
+            action.id,
+            action.attempt,
+            OutcomeKind.RETRY,
+            error=error,
+            retry_in=delay,
+            queue=action.queue,
+            message_body=body,
+        )
+
+    def _release_outcome(self, action: ClaimedAction) -> Outcome:
+        outcome = self._retry_outcome(action, f"interrupted: worker {self.worker_id} shut down", delay=0.0)
+        outcome.kind = OutcomeKind.RELEASE
+        return outcome
+
+    @staticmethod
+    def _failed_outcome(action: ClaimedAction, error: str) -> Outcome:
+        return Outcome(action.id, action.attempt, OutcomeKind.FAILED, error=error)
+
+    # --- completing ---------------------------------------------------------------------------------
+    async def _complete_loop(self) -> None:
+        while True:
+            first = await self._finished.get()
+            batch = [first]
+            while len(batch) < self.settings.worker_batch and not self._finished.empty():
+                batch.append(self._finished.get_nowait())
+            await self._complete(batch)
+            for _ in batch:
+                self._finished.task_done()
+
+    async def _drain_finished(self) -> None:
+        """Wait until the completion loop has recorded every outcome produced so far."""
+        await self._finished.join()
+
+    async def _complete(self, batch: list[_Finished]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                completions = await self.repo.complete_actions([f.outcome for f in batch])
+                break
+            except StoreError as exc:
+                # Keep the outcomes and try again: the fence makes a late write harmless if the lease lapsed.
+                log.warning("recording %d outcomes failed (%s); retrying in %.1fs", len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        committed = time.time()  # the events' ts: stream latency is measured from the commit
+        accepted = {c.action_id: c for c in completions}
+        await self.results.put_many(
+            [
+                (f.outcome.action_id, f.result)
+                for f in batch
+                if f.outcome.kind is OutcomeKind.SUCCEEDED and f.outcome.action_id in accepted
+            ]
+        )
+        await self.events.publish([_event(c, f, committed) for f in batch if (c := accepted.get(f.outcome.action_id))])
+        for finished in batch:
+            await self._settle(finished.envelope)
+        self.processed += len(completions)
+
+    # --- leases and progress ------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = [(a.id, a.attempt) for a, _, _ in self._running.values()]
+            if not held:
+                continue
+            try:
+                kept = await self.repo.extend_leases(held, self.settings.lease_seconds)
+            except StoreError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for action_id, _attempt in held:
+                if action_id not in kept and action_id in self._running:
+                    _, ctx, _ = self._running[action_id]
+                    if not ctx.lease_lost:
+                        ctx.lease_lost = True
+                        ctx.logger.warning("lease lost: another worker may run this action; our result will be refused")
+            try:
+                self.cancel_actions(await self.repo.cancelled_among([a for a, _ in held]))
+            except StoreError as exc:
+                log.debug("cancellation check failed: %s", exc)
+
+    async def _control_loop(self) -> None:
+        """Instructions pushed to every worker over the KV's pub/sub (cancel these actions)."""
+        while True:
+            try:
+                async for _channel, raw in self.events.kv.subscribe(keys.control_channel()):
+                    message = jsonutil.loads(raw)
+                    if message.get("type") == "cancel":
+                        self.cancel_actions(UUID(i) for i in message.get("action_ids", []))
+            except KVError as exc:
+                log.debug("control channel unavailable (%s); the heartbeat checks the store instead", exc)
+                await asyncio.sleep(2.0)
+
+    async def _presence_loop(self) -> None:
+        while True:
+            await self._presence.beat()
+            raise_if_cancelling()
+            await asyncio.sleep(self._presence.interval)
+
+    def _describe(self) -> dict[str, Any]:
+        """What this worker is doing, for its presence heartbeat (the dashboard's workers page)."""
+        running = [
+            {"action_id": str(a.id), "job_id": str(a.job_id), "type": a.type, "attempt": a.attempt,
+             "progress": ctx.progress_fraction}
+            for a, ctx, _ in list(self._running.values())[:50]
+        ]  # fmt: skip
+        return {
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running_count": len(self._running),
+            "running": running,
+            "processed": self.processed,
+        }
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await self._progress_wakeup.wait()
+            self._progress_wakeup.clear()
+            updates = []
+            for action, ctx, _ in list(self._running.values()):
+                taken = ctx.take_progress()
+                if taken is not None:
+                    updates.append((action, *taken))
+            for action, fraction, message in updates:
+                try:
+                    await self.repo.update_progress(action.id, action.attempt, fraction, message)
+                except StoreError as exc:
+                    log.debug("progress not recorded: %s", exc)
+            await self.events.publish(
+                [
+                    {
+                        "type": "action.progress",
+                        "job_id": str(a.job_id),
+                        "action_id": str(a.id),
+                        "progress": fraction,
+                        "message": message,
+                    }
+                    for a, fraction, message in updates
+                ]
+            )
+            await asyncio.sleep(0.25)  # coalesce: at most four progress writes per second per worker
+
+    # --- fallback: claim from the store while the broker is down ------------------------------------
+    async def _poll_loop(self) -> None:
+        """Claim from the store: everything due while the broker is down; while it is up, only the overdue.
+
+        The sweep covers messages that are late for any reason (parked at a stalled consumer, lost): the store
+        is the source of truth, the broker only the fast path. A late copy then fails its claim and is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        sweep_every = max(self.settings.poll_interval, self.settings.sweep_after / 4)
+        next_sweep = loop.time() + sweep_every
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            if self._stopping:
+                continue
+            if self.broker.connected:
+                if loop.time() < next_sweep:
+                    continue
+                next_sweep = loop.time() + sweep_every
+                due_for = self.settings.sweep_after
+            else:
+                due_for = 0.0
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                continue
+            try:
+                async with self._claim_lock:
+                    if self._stopping:
+                        continue
+                    claimed = await self.repo.claim_due_actions(
+                        self.queues,
+                        limit=free,
+                        worker_id=self.worker_id,
+                        lease=self.settings.lease_seconds,
+                        due_for=due_for,
+                    )
+                    keyed = await self.repo.due_keyed_actions(self.queues, limit=free, due_for=due_for)
+                    claimed += await self.repo.claim_keyed_actions(
+                        keyed[: max(0, free - len(claimed))],
+                        worker_id=self.worker_id,
+                        lease=self.settings.lease_seconds,
+                        defer=_concurrency_wait,
+                    )
+                    for action in claimed:
+                        await self._free.acquire()
+                        self._launch(action, None)
+            except StoreError as exc:
+                log.warning("store poll failed: %s", exc)
+                continue
+            await self.events.publish([_running_event(c) for c in claimed])
+            if claimed:
+                why = "their messages are overdue" if due_for else "the broker is unreachable"
+                log.info("claimed %d actions straight from the store: %s", len(claimed), why)
+
+
+def _concurrency_wait() -> float:
+    """How long an action whose concurrency key is full waits before it is offered again (jittered)."""
+    return random.uniform(0.1, 0.5)
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        jsonutil.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[:4000]
+
+
+def _running_event(action: ClaimedAction) -> dict[str, Any]:
+    return {
+        "type": "action.status",
+        "job_id": str(action.job_id),
+        "action_id": str(action.id),
+        "status": "running",
+        "attempt": action.attempt,
+        "queue": action.queue,
+    }
+
+
+def _event(completion: Completion, finished: _Finished, committed: float) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "ts": committed,
+        "queue": finished.queue,
+        "type": "action.status",
+        "job_id": str(completion.job_id),
+        "action_id": str(completion.action_id),
+        "status": completion.status.value,
+        "attempt": finished.outcome.attempt,
+    }
+    if finished.outcome.error:
+        event["error"] = finished.outcome.error
+    if completion.job_status is not None:
+        event["job_status"] = completion.job_status.value
+        event["job_finished"] = completion.job_finished
+    return event

@@ -1,0 +1,133 @@
+"""Cache-aside and locks over the KV, run on memory and on Redis (locks also need the store)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from jobyard.errors import KVUnavailable
+from jobyard.kv.base import KV
+from jobyard.kv.cache import Cache, UserCache
+from jobyard.kv.memory import MemoryKV
+from jobyard.locks import Lock, LockLost, LockTimeout
+from jobyard.store import Repository
+
+
+async def test_a_missing_key_is_computed_once_across_processes(kv: KV) -> None:
+    calls = 0
+
+    async def slow_compute() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        return b"value"
+
+    api_1, api_2 = Cache(kv, "t"), Cache(kv, "t")  # two API processes sharing one Redis
+    got = await asyncio.gather(*(c.get_or_set("job1", "k", slow_compute, 30) for c in [api_1, api_2] * 10))
+    assert got == [b"value"] * 20 and calls == 1
+
+
+async def test_a_write_invalidates_every_copy_and_a_stale_fill_is_not_served(kv: KV) -> None:
+    source = {"v": b"old"}
+    api_1, api_2 = Cache(kv, "t", local_ttl=60), Cache(kv, "t", local_ttl=60)
+    listener = asyncio.create_task(api_2.listen())
+    await asyncio.sleep(0.2)
+
+    async def read() -> bytes:
+        return source["v"]
+
+    assert await api_1.get_or_set("job1", "k", read, 30) == b"old"
+    assert await api_2.get_or_set("job1", "k", read, 30) == b"old"
+
+    async def slow_stale_read() -> bytes:  # read the source, then lose the race to a write
+        value = source["v"]
+        await asyncio.sleep(0.2)
+        return value
+
+    api_3 = Cache(kv, "t", local_ttl=0)
+    await api_3.invalidate(["job1"])  # a miss on the next read...
+    stale_fill = asyncio.create_task(api_3.get_or_set("job1", "k", slow_stale_read, 30))
+    await asyncio.sleep(0.05)
+    source["v"] = b"new"
+    await api_1.invalidate(["job1"])  # ...while a write commits and invalidates
+    assert await stale_fill == b"old"  # that caller saw the old value, as it read it before the write
+    await asyncio.sleep(0.2)  # the announcement reaches api_2's listener
+    assert await api_2.get_or_set("job1", "k", read, 30) == b"new"
+    assert await api_1.get_or_set("job1", "k", read, 30) == b"new"
+    listener.cancel()
+
+
+async def test_the_user_cache_stores_json_with_a_ttl(kv: KV) -> None:
+    cache = UserCache(kv)
+    fetched: list[int] = []
+
+    def fetch_rates() -> dict[str, float]:
+        fetched.append(1)
+        return {"eur": 1.08}
+
+    assert await cache.get_or_set("rates", fetch_rates, ttl=60) == {"eur": 1.08}
+    assert await cache.get_or_set("rates", fetch_rates, ttl=60) == {"eur": 1.08}
+    await cache.invalidate("rates")
+    assert await cache.get_or_set("rates", fetch_rates, ttl=60) == {"eur": 1.08}
+    assert len(fetched) == 2
+
+
+class DeadKV(MemoryKV):
+    """Redis gone: every call fails the way RedisKV fails when it cannot connect."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in {"get", "get_many", "set", "set_nx", "release_if_owner", "extend_if_owner", "incr_many",
+                    "publish", "publish_many", "gcra", "set_many", "incr", "ping", "delete"}:  # fmt: skip
+
+            async def down(*args: Any, **kwargs: Any) -> Any:
+                raise KVUnavailable("Redis is unreachable")
+
+            return down
+        return super().__getattribute__(name)
+
+    async def subscribe(self, *channels: str) -> Any:
+        raise KVUnavailable("Redis is unreachable")
+        yield  # an async generator, like the real one
+
+
+async def test_the_cache_reads_the_source_while_redis_is_down() -> None:
+    cache = Cache(DeadKV(), "t", local_ttl=0)
+
+    async def read() -> bytes:
+        return b"from the store"
+
+    assert await cache.get_or_set("g", "k", read, 30) == b"from the store"
+    await cache.invalidate(["g"])  # does not raise; kept for when Redis returns
+    assert cache.stats.bypassed == 1
+
+
+@pytest.mark.parametrize("redis_down", [False, True])
+async def test_locks_are_exclusive_with_growing_fences(kv: KV, repo: Repository, redis_down: bool) -> None:
+    backing: KV = DeadKV() if redis_down else kv
+    inside: list[int] = []
+    fences: list[int] = []
+
+    async def critical(i: int) -> None:
+        async with Lock(backing, repo, "olt:olt-001", ttl=5, wait=10) as lock:
+            inside.append(i)
+            assert len(inside) == 1, "two holders at once"
+            fences.append(lock.fence)
+            await asyncio.sleep(0.02)
+            inside.remove(i)
+
+    await asyncio.gather(*(critical(i) for i in range(6)))
+    assert fences == sorted(fences) and len(set(fences)) == 6
+
+
+async def test_a_held_lock_times_out_waiters_and_a_lost_lock_is_detected(kv: KV, repo: Repository) -> None:
+    async with Lock(kv, repo, "busy", ttl=5, wait=1):
+        with pytest.raises(LockTimeout):
+            async with Lock(kv, repo, "busy", ttl=5, wait=0.2):
+                pass
+    with pytest.raises(LockLost):
+        async with Lock(kv, repo, "fragile", ttl=0.3, wait=1) as lock:
+            await kv.delete("jobyard:lock:fragile")  # expired behind our back
+            await asyncio.sleep(0.3)
+    assert lock.lost

@@ -1,0 +1,87 @@
+"""One KV contract, run on the in-memory KV and on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from jobyard.kv.base import KV
+
+
+async def test_set_get_delete(kv: KV) -> None:
+    assert await kv.get("jobyard:test:a") is None
+    await kv.set("jobyard:test:a", b"1", ttl=60)
+    assert await kv.get("jobyard:test:a") == b"1"
+    assert await kv.delete("jobyard:test:a", "jobyard:test:missing") == 1
+    assert await kv.get("jobyard:test:a") is None
+
+
+async def test_every_value_expires(kv: KV) -> None:
+    await kv.set_many([("jobyard:test:x", b"x"), ("jobyard:test:y", b"y")], ttl=0.2)
+    left = await kv.ttl("jobyard:test:x")
+    assert left is not None and 0 < left <= 0.2
+    await asyncio.sleep(0.35)
+    assert await kv.get("jobyard:test:x") is None and await kv.get("jobyard:test:y") is None
+    assert await kv.ttl("jobyard:test:x") is None
+
+
+async def test_published_messages_reach_subscribers(kv: KV) -> None:
+    received: list[tuple[str, bytes]] = []
+    stream = kv.subscribe("jobyard:test:ch")
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        ready.set()
+        async for item in stream:
+            received.append(item)
+            if len(received) == 2:
+                return
+
+    task = asyncio.create_task(listen())
+    await ready.wait()
+    await asyncio.sleep(0.2)  # let the SUBSCRIBE reach the server
+    await kv.publish("jobyard:test:ch", b"one")
+    await kv.publish_many([("jobyard:test:ch", b"two"), ("jobyard:test:other", b"nope")])
+    await asyncio.wait_for(task, 5)
+    with contextlib.suppress(Exception):
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert received == [("jobyard:test:ch", b"one"), ("jobyard:test:ch", b"two")]
+
+
+async def test_ping(kv: KV) -> None:
+    await kv.ping()
+
+
+async def test_set_nx_and_owner_checked_release_and_extend(kv: KV) -> None:
+    assert await kv.set_nx("jobyard:lock:t", b"me", ttl=5)
+    assert not await kv.set_nx("jobyard:lock:t", b"you", ttl=5)
+    assert not await kv.release_if_owner("jobyard:lock:t", b"you")
+    assert not await kv.extend_if_owner("jobyard:lock:t", b"you", ttl=60)
+    assert await kv.extend_if_owner("jobyard:lock:t", b"me", ttl=60)
+    left = await kv.ttl("jobyard:lock:t")
+    assert left is not None and left > 5
+    assert await kv.release_if_owner("jobyard:lock:t", b"me")
+    assert await kv.get("jobyard:lock:t") is None
+
+
+async def test_incr_counts_and_keeps_a_ttl(kv: KV) -> None:
+    assert [await kv.incr("jobyard:test:n", ttl=30) for _ in range(3)] == [1, 2, 3]
+    left = await kv.ttl("jobyard:test:n")
+    assert left is not None and 0 < left <= 30
+    assert await kv.get_many(["jobyard:test:n", "jobyard:test:none"]) == [b"3", None]
+
+
+async def test_gcra_admits_the_burst_then_one_per_interval(kv: KV) -> None:
+    decisions = [await kv.gcra("jobyard:rate:t", interval=60.0, burst=5) for _ in range(8)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 3
+    assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert 59 < decisions[5].retry_after <= 60.0
+    left = await kv.ttl("jobyard:rate:t")
+    assert left is not None and 0 < left <= 300  # the limit key expires when the bucket is full again
+
+
+async def test_gcra_refills_at_its_rate(kv: KV) -> None:
+    assert (await kv.gcra("jobyard:rate:r", interval=0.2, burst=1)).allowed
+    assert not (await kv.gcra("jobyard:rate:r", interval=0.2, burst=1)).allowed
+    await asyncio.sleep(0.25)
+    assert (await kv.gcra("jobyard:rate:r", interval=0.2, burst=1)).allowed

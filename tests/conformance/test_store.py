@@ -1,0 +1,222 @@
+"""One store contract, run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from jobyard.model import ActionSpecIn, ActionStatus, JobStatus, Outcome, OutcomeKind
+from jobyard.store import Repository
+from jobyard.store.repository import OutboxRow
+
+
+def specs(n: int, *, type_: str = "demo.noop", queue: str = "q", max_attempts: int = 3) -> list[ActionSpecIn]:
+    return [ActionSpecIn(type_, queue, {"n": i}, max_attempts, 30.0) for i in range(n)]
+
+
+async def drain_outbox(repo: Repository) -> list[OutboxRow]:
+    seen: list[OutboxRow] = []
+
+    async def publish(rows: list[OutboxRow]) -> None:
+        seen.extend(rows)
+
+    while await repo.publish_outbox(100, publish):
+        pass
+    return seen
+
+
+async def test_create_job_writes_job_actions_and_outbox_together(repo: Repository) -> None:
+    job, ids = await repo.create_job(tenant_id="t1", name="n", metadata={"k": "v"}, actions=specs(3))
+    assert job.status is JobStatus.PENDING and job.total == 3 and job.metadata == {"k": "v"}
+    found = await repo.get_job_with_actions("t1", job.id)
+    assert found is not None
+    _, actions = found
+    assert [a.id for a in actions] == ids
+    assert all(a.status is ActionStatus.QUEUED and a.attempt == 0 for a in actions)
+    rows = await drain_outbox(repo)
+    assert sorted(r.queue for r in rows) == ["q", "q", "q"]
+    assert await repo.outbox_size() == 0
+
+
+async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:
+    await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
+
+    async def failing(rows: list[OutboxRow]) -> None:
+        raise RuntimeError("broker said no")
+
+    with pytest.raises(RuntimeError):
+        await repo.publish_outbox(10, failing)
+    assert await repo.outbox_size() == 2
+
+
+async def test_claim_is_exclusive_and_bumps_the_attempt(repo: Repository) -> None:
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
+    first = await repo.claim_actions(ids, worker_id="w1", lease=30)
+    assert {c.id for c in first} == set(ids) and all(c.attempt == 1 for c in first)
+    assert await repo.claim_actions(ids, worker_id="w2", lease=30) == []
+    job = await repo.get_job("t1", first[0].job_id)
+    assert job is not None and job.status is JobStatus.RUNNING and job.started_at is not None
+
+
+async def test_concurrent_claims_hand_each_action_to_one_claimer(repo: Repository) -> None:
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(20))
+    results = await asyncio.gather(*(repo.claim_actions(ids, worker_id=f"w{i}", lease=30) for i in range(4)))
+    claimed = [c.id for batch in results for c in batch]
+    assert sorted(claimed) == sorted(ids)
+
+
+async def test_completion_counts_each_action_once_and_finishes_the_job(repo: Repository) -> None:
+    job, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(3))
+    claimed = await repo.claim_actions(ids, worker_id="w", lease=30)
+    outcomes = [Outcome(c.id, c.attempt, OutcomeKind.SUCCEEDED, result_summary={"ok": c.id.hex}) for c in claimed]
+    first = await repo.complete_actions(outcomes[:2])
+    assert all(not c.job_finished for c in first)
+    again = await repo.complete_actions(outcomes[:2])  # a duplicate completion changes nothing
+    assert again == []
+    last = await repo.complete_actions(outcomes[2:])
+    assert last[0].job_finished and last[0].job_status is JobStatus.SUCCEEDED
+    final = await repo.get_job("t1", job.id)
+    assert final is not None and final.succeeded == 3 and final.status is JobStatus.SUCCEEDED
+    assert final.finished_at is not None
+
+
+async def test_one_batch_of_mixed_outcomes_over_several_jobs_moves_each_counter_once(repo: Repository) -> None:
+    job_a, ids_a = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(3))
+    job_b, ids_b = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
+    claimed = {c.id: c for c in await repo.claim_actions(ids_a + ids_b, worker_id="w", lease=30)}
+    a0, a1, a2 = (claimed[i] for i in ids_a)
+    b0, b1 = (claimed[i] for i in ids_b)
+    batch = [
+        Outcome(a0.id, a0.attempt, OutcomeKind.SUCCEEDED, result_summary={"n": 0}),
+        Outcome(a1.id, a1.attempt, OutcomeKind.FAILED, error="boom"),
+        Outcome(a2.id, a2.attempt, OutcomeKind.RETRY, error="again", retry_in=60, queue="q", message_body=b"m"),
+        Outcome(b0.id, b0.attempt, OutcomeKind.SUCCEEDED, result_summary=None),
+        Outcome(b0.id, b0.attempt, OutcomeKind.SUCCEEDED, result_summary=None),  # a duplicate in the same batch
+        Outcome(b1.id, b1.attempt + 1, OutcomeKind.SUCCEEDED, result_summary=1),  # a stale attempt
+    ]
+    accepted = await repo.complete_actions(batch)
+    by_id = {c.action_id: c for c in accepted}
+    assert set(by_id) == {a0.id, a1.id, a2.id, b0.id}
+    assert by_id[a2.id].status is ActionStatus.RETRYING and by_id[a2.id].job_status is JobStatus.RUNNING
+    assert by_id[b0.id].job_status is JobStatus.RUNNING and not by_id[b0.id].job_finished
+    found_a = await repo.get_job_with_actions("t1", job_a.id)
+    found_b = await repo.get_job_with_actions("t1", job_b.id)
+    assert found_a is not None and found_b is not None
+    (ja, acts_a), (jb, _) = found_a, found_b
+    assert (ja.succeeded, ja.failed, ja.cancelled, ja.status) == (1, 1, 0, JobStatus.RUNNING)
+    assert (jb.succeeded, jb.failed, jb.status) == (1, 0, JobStatus.RUNNING)
+    assert [a.status for a in acts_a] == [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.RETRYING]
+    assert acts_a[0].result == {"n": 0} and acts_a[1].error == "boom" and acts_a[2].error == "again"
+    assert await repo.outbox_size() == 5 + 1  # the five submitted rows and the one retry
+    (b1_done,) = await repo.complete_actions([Outcome(b1.id, b1.attempt, OutcomeKind.SUCCEEDED, result_summary=1)])
+    assert b1_done.job_finished and b1_done.job_status is JobStatus.SUCCEEDED
+
+
+async def test_concurrent_completions_of_one_job_count_every_action(repo: Repository) -> None:
+    job, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(40))
+    claimed = await repo.claim_actions(ids, worker_id="w", lease=30)
+    outcomes = [Outcome(c.id, c.attempt, OutcomeKind.SUCCEEDED, result_summary=None) for c in claimed]
+    batches = [outcomes[i::4] for i in range(4)]
+    results = await asyncio.gather(*(repo.complete_actions(b) for b in batches))
+    assert sum(len(r) for r in results) == 40
+    assert sum(c.job_finished for r in results for c in r) >= 1
+    final = await repo.get_job("t1", job.id)
+    assert final is not None and final.succeeded == 40 and final.status is JobStatus.SUCCEEDED
+
+
+async def test_a_stale_attempt_is_rejected_by_the_fence(repo: Repository) -> None:
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(1))
+    (first,) = await repo.claim_actions(ids, worker_id="w1", lease=30)
+    # The first worker's lease is lost: the reaper hands the action back, another worker claims it.
+    retry_body = b"{}"
+    await repo.complete_actions(
+        [Outcome(first.id, first.attempt, OutcomeKind.RETRY, error="lost", queue="q", message_body=retry_body)]
+    )
+    (second,) = await repo.claim_actions(ids, worker_id="w2", lease=30)
+    assert second.attempt == 2
+    stale = await repo.complete_actions([Outcome(first.id, first.attempt, OutcomeKind.SUCCEEDED, result_summary=1)])
+    assert stale == []
+    fresh = await repo.complete_actions([Outcome(second.id, second.attempt, OutcomeKind.SUCCEEDED, result_summary=2)])
+    assert len(fresh) == 1
+    action = await repo.get_action("t1", second.id)
+    assert action is not None and action.result == 2 and action.attempt == 2
+
+
+async def test_retry_schedules_a_delayed_outbox_row(repo: Repository) -> None:
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(1))
+    await drain_outbox(repo)
+    (c,) = await repo.claim_actions(ids, worker_id="w", lease=30)
+    await repo.complete_actions(
+        [Outcome(c.id, c.attempt, OutcomeKind.RETRY, error="e", retry_in=60, queue="q", message_body=b"m")]
+    )
+    assert await repo.outbox_size() == 1
+    assert await drain_outbox(repo) == []  # not due for a minute
+    assert await repo.claim_actions(ids, worker_id="w", lease=30) == []  # nor claimable early
+    due = await repo.next_outbox_due()
+    assert due is not None
+
+
+async def test_failed_action_fails_the_job_and_lists_as_dead_letter(repo: Repository) -> None:
+    job, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2, type_="demo.fail"))
+    claimed = await repo.claim_actions(ids, worker_id="w", lease=30)
+    await repo.complete_actions(
+        [
+            Outcome(claimed[0].id, claimed[0].attempt, OutcomeKind.FAILED, error="boom"),
+            Outcome(claimed[1].id, claimed[1].attempt, OutcomeKind.SUCCEEDED),
+        ]
+    )
+    final = await repo.get_job("t1", job.id)
+    assert final is not None and final.status is JobStatus.FAILED and final.failed == 1 and final.succeeded == 1
+    dead = await repo.list_dead_letters("t1")
+    assert [d.id for d in dead] == [claimed[0].id] and dead[0].error == "boom"
+    assert await repo.list_dead_letters("t1", type_="other") == []
+    assert await repo.list_dead_letters("t2") == []
+
+
+async def test_expired_leases_are_found_and_heartbeats_extend_them(repo: Repository) -> None:
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
+    short = await repo.claim_actions(ids[:1], worker_id="w", lease=0.05)
+    long = await repo.claim_actions(ids[1:], worker_id="w", lease=30)
+    await asyncio.sleep(0.15)
+    expired = await repo.expired_leases(10)
+    assert [e.id for e in expired] == [short[0].id]
+    kept = await repo.extend_leases([(short[0].id, short[0].attempt), (long[0].id, long[0].attempt + 1)], 30)
+    assert kept == {short[0].id}  # the wrong attempt does not extend anything
+    assert await repo.expired_leases(10) == []
+
+
+async def test_polling_claims_due_actions_of_the_given_queues(repo: Repository) -> None:
+    await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(3, queue="q1") + specs(2, queue="q2"))
+    claimed = await repo.claim_due_actions(["q2"], limit=10, worker_id="w", lease=30)
+    assert len(claimed) == 2 and {c.queue for c in claimed} == {"q2"}
+    assert len(await repo.claim_due_actions(["q1", "q2"], limit=2, worker_id="w", lease=30)) == 2
+
+
+async def test_progress_updates_are_fenced(repo: Repository) -> None:
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(1))
+    (c,) = await repo.claim_actions(ids, worker_id="w", lease=30)
+    assert await repo.update_progress(c.id, c.attempt, 0.5, "half")
+    assert not await repo.update_progress(c.id, c.attempt + 1, 0.9, "stale")
+    action = await repo.get_action("t1", c.id)
+    assert action is not None and action.progress == 0.5 and action.progress_message == "half"
+
+
+async def test_jobs_list_newest_first_with_keyset_pages_and_status_filter(repo: Repository) -> None:
+    made = [(await repo.create_job(tenant_id="t1", name=f"j{i}", metadata={}, actions=specs(1)))[0] for i in range(5)]
+    await repo.create_job(tenant_id="t2", name="other", metadata={}, actions=specs(1))
+    page1 = await repo.list_jobs("t1", status=None, before=None, limit=3)
+    page2 = await repo.list_jobs("t1", status=None, before=page1[-1].id, limit=3)
+    assert [j.name for j in page1 + page2] == ["j4", "j3", "j2", "j1", "j0"]
+    assert await repo.list_jobs("t1", status="succeeded", before=None, limit=10) == []
+    assert len(await repo.list_jobs("t1", status="pending", before=None, limit=10)) == 5
+    assert made[0].tenant_id == "t1"
+
+
+async def test_another_tenant_cannot_read_a_job(repo: Repository) -> None:
+    job, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(1))
+    assert await repo.get_job("t2", job.id) is None
+    assert await repo.get_job_with_actions("t2", job.id) is None
+    assert await repo.get_action("t2", ids[0]) is None
+    assert await repo.get_job("t1", uuid.uuid4()) is None

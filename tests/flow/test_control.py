@@ -1,0 +1,130 @@
+"""Cancel, retry, replay, time limits and graceful shutdown, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from jobyard.demo import yard as demo_yard
+from jobyard.errors import ActionTimeout
+from jobyard.sdk import ActionContext, Yard
+from tests.harness import stack
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_cancel_stops_waiting_actions_at_once_and_asks_running_ones(make_settings: Any) -> None:
+    async with stack(make_settings(worker_concurrency=2), demo_yard) as s:
+        job_id = await s.submit([{"type": "demo.sleep", "payload": {"seconds": 30}}] * 2 + [{"type": "demo.noop"}] * 6)
+
+        async def two_running() -> bool:
+            return (await s.status(job_id))["progress"]["running"] == 2
+
+        await wait_for(two_running)
+        response = await s.http.post(f"/api/jobs/{job_id}/cancel")
+        at_once = await s.status(job_id)
+
+        async def all_final() -> bool:
+            return all(a["status"] == "cancelled" for a in (await s.status(job_id))["actions"])
+
+        await wait_for(all_final, timeout=15)  # the running two stop within the cancel grace
+        final = await s.status(job_id)
+        job = (await s.http.get(f"/api/jobs/{job_id}")).json()
+        again = await s.http.post(f"/api/jobs/{job_id}/cancel")
+    body = response.json()
+    assert response.status_code == 200 and body["stopping_actions"] == 2
+    assert body["cancelled_actions"] == 6
+    assert at_once["status"] == "cancelled" and at_once["progress"]["cancelled"] == 6
+    assert final["status"] == "cancelled" and job["finished_at"] is not None
+    assert job["counters"]["cancelled"] == 8
+    assert "while running" in final["actions"][0]["error"]
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+
+
+async def test_retry_and_replay_requeue_a_failed_action_with_more_attempts(make_settings: Any) -> None:
+    yard = Yard()
+    fixed = {"now": False}
+
+    @yard.action("t.until_fixed", max_attempts=2)
+    async def until_fixed(ctx: ActionContext, payload: Any) -> str:
+        if not fixed["now"]:
+            raise RuntimeError("device still broken")
+        return f"ok on attempt {ctx.attempt}"
+
+    async with stack(make_settings(), yard) as s:
+        job_id = await s.submit([{"type": "t.until_fixed"}])
+        failed = await s.wait(job_id)
+        action_id = failed["actions"][0]["id"]
+        retried = await s.http.post(f"/api/actions/{action_id}/retry")
+        after_retry = await s.wait(job_id)
+        fixed["now"] = True
+        replayed = await s.http.post(f"/api/dead-letters/{action_id}/replay")
+        after_replay = await s.wait(job_id)
+        not_failed = await s.http.post(f"/api/dead-letters/{action_id}/replay")
+        dead = (await s.http.get("/api/dead-letters")).json()["items"]
+    assert failed["status"] == "failed" and failed["actions"][0]["attempts"] == 2
+    assert retried.status_code == 202 and retried.json()["max_attempts"] == 3
+    assert after_retry["status"] == "failed" and after_retry["actions"][0]["attempts"] == 3
+    assert replayed.status_code == 202 and replayed.json()["max_attempts"] == 5  # a fresh budget of 2
+    assert after_replay["status"] == "succeeded" and after_replay["actions"][0]["result"] == "ok on attempt 4"
+    assert not_failed.status_code == 409 and dead == []
+
+
+async def test_soft_time_limit_interrupts_async_and_sync_handlers(make_settings: Any) -> None:
+    yard = Yard()
+    cleaned: list[str] = []
+
+    @yard.action("t.async_slow", timeout=5, soft_timeout=0.3, max_attempts=1)
+    async def async_slow(ctx: ActionContext, payload: Any) -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cleaned.append("async")
+            return "partial result after the soft limit"
+        return "never"
+
+    @yard.action("t.sync_slow", timeout=5, soft_timeout=0.3, max_attempts=1)
+    def sync_slow(ctx: ActionContext, payload: Any) -> str:
+        try:
+            for _ in range(1000):
+                time.sleep(0.01)
+        except ActionTimeout:
+            cleaned.append("sync")
+            raise
+        return "never"
+
+    async with stack(make_settings(), yard) as s:
+        job_id = await s.submit([{"type": "t.async_slow"}, {"type": "t.sync_slow"}])
+        final = await s.wait(job_id)
+    by_type = {a["type"]: a for a in final["actions"]}
+    assert by_type["t.async_slow"]["status"] == "succeeded"
+    assert by_type["t.async_slow"]["result"] == "partial result after the soft limit"
+    assert by_type["t.sync_slow"]["status"] == "failed" and "soft time limit" in by_type["t.sync_slow"]["error"]
+    assert sorted(cleaned) == ["async", "sync"]
+
+
+async def test_graceful_shutdown_hands_back_unfinished_actions_without_using_attempts(make_settings: Any) -> None:
+    settings = make_settings(worker_concurrency=4)
+    async with stack(settings, demo_yard) as s:
+        job_id = await s.submit(
+            [{"type": "demo.sleep", "payload": {"seconds": 0.2}}, {"type": "demo.sleep", "payload": {"seconds": 20}}]
+        )
+
+        async def both_running() -> bool:
+            return (await s.status(job_id))["progress"]["running"] == 2
+
+        await wait_for(both_running)
+        (worker,) = s.workers
+        await worker.stop(grace=1.0)  # the short one finishes within the grace, the long one is handed back
+        job = (await s.http.get(f"/api/jobs/{job_id}")).json()
+    short, long = job["actions"]
+    assert short["status"] == "succeeded"
+    assert long["status"] == "queued" and "shut down" in long["error"]
+    assert long["attempts"] == 1 and long["max_attempts"] == 4  # the interrupted attempt is not counted

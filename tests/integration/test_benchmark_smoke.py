@@ -1,0 +1,32 @@
+"""CI smoke of the benchmark's jobyard side at a tiny size: it completes and reports numbers (no timing checks)."""
+
+from __future__ import annotations
+
+from benchmarks.jobyard_side import JobyardConfig, run_jobyard
+
+from tests import services
+
+
+def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers() -> None:
+    for name in ("postgresql", "rabbitmq", "redis"):
+        services.require(name)
+    config = JobyardConfig(
+        jobs=6,
+        actions=3,
+        workers=1,
+        latency_samples=3,
+        latency_interval_ms=5.0,
+        status_rps=50.0,
+        status_seconds=0.2,
+        timeout=90.0,
+        pg_admin_url=services.PG_ADMIN_URL,
+        amqp_url=services.AMQP_URL,
+        redis_url=services.REDIS_URL,
+        db_prefix=f"{services.PG_DB_PREFIX}_bench",
+    )
+    result = run_jobyard(config)
+    assert result["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
+    assert result["actions_per_s"] > 0 and result["elapsed_s"] > 0
+    assert set(result["latency_ms"]) == {"p50", "p99"}
+    assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
+    assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0

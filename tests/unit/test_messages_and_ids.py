@@ -1,0 +1,43 @@
+"""Message encoding and time-ordered ids."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from jobyard import messages
+from jobyard.ids import uuid7
+from jobyard.relay import pack_rows
+from jobyard.store.repository import OutboxRow
+
+
+def test_packed_actions_unpack_to_the_same_fields() -> None:
+    a, j = uuid.uuid4(), uuid.uuid4()
+    body = messages.pack([messages.encode_action(a, j, "demo.noop", "q", {"x": [1, 2]}, 3, 12.5)] * 2)
+    decoded = messages.unpack(body)
+    assert len(decoded) == 2
+    assert decoded[0] == messages.ActionMessage(a, j, "demo.noop", "q", {"x": [1, 2]}, 3, 12.5)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"v": 2, "actions": []}', b'{"v": 1, "actions": [{"id": "nope"}]}', b'{"v":1}'],
+)
+def test_malformed_bodies_are_refused_with_a_reason(body: bytes) -> None:
+    with pytest.raises(messages.MalformedMessage):
+        messages.unpack(body)
+
+
+def test_relay_packs_rows_by_queue_up_to_the_limit() -> None:
+    body = messages.encode_action(uuid.uuid4(), uuid.uuid4(), "t", "x", None, 1, 1)
+    rows = [OutboxRow(i, "a" if i % 2 else "b", body) for i in range(7)]
+    packed = pack_rows(rows, per_message=2)
+    assert [q for q, _ in packed] == ["b", "b", "a", "a"]
+    assert sum(len(messages.unpack(body)) for _, body in packed) == 7
+
+
+def test_uuid7_is_time_ordered_and_unique() -> None:
+    ids = [uuid7() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == 5000
+    assert all(i.version == 7 for i in ids[:10])
