@@ -75,3 +75,30 @@ async def test_health_and_readiness_report_each_dependency(make_settings: Any) -
     }
     assert {t["name"] for t in types} == {"demo.noop", "demo.sleep", "demo.flaky", "demo.fail"}
     assert "/api/jobs/{job_id}/status" in openapi["paths"]
+
+
+async def test_a_driver_error_that_escapes_translation_is_a_503_and_other_errors_a_500(make_settings: Any) -> None:
+    import asyncpg
+    import httpx
+
+    missing = "01a20000-0000-7000-8000-000000000000"
+
+    async def vanished(*args: Any, **kwargs: Any) -> Any:
+        raise asyncpg.exceptions.ProtocolError("unexpected message while the server shuts down")
+
+    async def bug(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a programming error")
+
+    async with stack(make_settings(), demo_yard) as s:
+        transport = httpx.ASGITransport(app=s.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            original = s.runtime.repo.get_action
+            try:
+                s.runtime.repo.get_action = vanished  # type: ignore[method-assign]
+                outage = await http.get(f"/api/results/{missing}")
+                s.runtime.repo.get_action = bug  # type: ignore[method-assign]
+                broken = await http.get(f"/api/results/{missing}")
+            finally:
+                s.runtime.repo.get_action = original  # type: ignore[method-assign]
+    assert outage.status_code == 503 and outage.headers["retry-after"], outage.text
+    assert broken.status_code == 500 and broken.json() == {"detail": "internal error"}

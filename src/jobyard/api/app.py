@@ -34,6 +34,7 @@ from jobyard.live.sampler import QueueSampler
 from jobyard.relay import Relay
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
+from jobyard.store.repository import caused_by_store
 from jobyard.worker import Worker
 
 log = logging.getLogger("jobyard.api")
@@ -135,6 +136,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # A driver error that escaped the store's translation (the server vanishing mid-statement can surface as
+        # an unusual asyncpg exception) is still an outage: answer 503 so clients retry, never a bare 500.
+        if caused_by_store(exc):
+            log.warning("database outage on %s %s", request.method, request.url.path, exc_info=exc)
+            return JSONResponse(
+                {"detail": "the database is unavailable, retry shortly"},
+                status_code=503,
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> Response:

@@ -99,12 +99,28 @@ async def translate_errors() -> AsyncIterator[None]:
         raise StoreError(f"database error: {exc}") from exc
 
 
+# asyncpg's own exception roots: server errors, client-side misuse of a closed connection, and protocol surprises.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+def caused_by_store(exc: BaseException) -> bool:
+    """Whether a driver or database error sits anywhere in ``exc``'s chain (an outage that escaped translation)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _DRIVER_ERRORS | sqlalchemy.exc.SQLAlchemyError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 # SQLSTATE classes that mean the connection or the server is going away, not that the statement is wrong.
 _DISCONNECT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
 def _is_disconnect(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.InterfaceError | OSError | ConnectionError | TimeoutError):
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | ConnectionError | TimeoutError):
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return any(state.startswith(prefix) for prefix in _DISCONNECT_SQLSTATES)
@@ -343,7 +359,8 @@ class Repository:
             # the wait is bounded anyway by the pool's statements finishing and the connect timeout.
             async with pool.acquire() as conn:
                 yield conn
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (*_DRIVER_ERRORS, OSError, TimeoutError) as exc:
+            # InternalClientError covers asyncpg's ProtocolError: an unexpected message while the server goes away.
             if _is_disconnect(exc):
                 raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
             raise StoreError(f"database error: {exc}") from exc
