@@ -18,22 +18,40 @@ def effect(ms: int = 50) -> dict[str, Any]:
 
 async def test_kill_9_a_worker_five_times_with_500_in_flight(chaos: Any) -> None:
     c: Chaos = await chaos(workers=2, concurrency=300)
-    submitted = asyncio.gather(*(c.submit([effect(400)] * 50) for _ in range(60)))
+    stop = asyncio.Event()
+
+    async def top_up() -> None:
+        """Keep well over 500 actions in flight however fast the workers drain them (machine speed varies)."""
+        while not stop.is_set():
+            if await c.in_flight() < 1500:
+                await asyncio.gather(*(c.submit([effect(400)] * 50) for _ in range(10)))
+            else:
+                await asyncio.sleep(0.1)
+
+    async def at_least(count: int, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while True:  # polling the store is the point: it counts what is in flight
+            now = await c.in_flight()
+            if now >= count or time.monotonic() > deadline:
+                return now
+            await asyncio.sleep(0.05)
+
+    submitter = asyncio.create_task(top_up())
     in_flight_at_kill = []
-    await asyncio.sleep(2.0)
     for round_ in range(5):
         victim = f"worker-{round_ % 2 + 1}"
-        in_flight_at_kill.append(await c.in_flight())
+        in_flight_at_kill.append(await at_least(500))
         c.cluster.stop(victim, signal.SIGKILL)
         await asyncio.sleep(0.5)
         c.cluster.start(victim, "worker", "-c", "300")
         await asyncio.sleep(1.0)
-    await submitted
+    stop.set()
+    await submitter
     await c.drain()
     counts = await c.counts("a. kill -9 a worker x5")
     assert min(in_flight_at_kill) >= 500, in_flight_at_kill
-    assert counts.accepted == 3000 and counts.clean, counts
-    assert counts.effects >= counts.succeeded == 3000
+    assert counts.accepted >= 2500 and counts.clean, counts
+    assert counts.effects >= counts.succeeded == counts.accepted
 
 
 async def test_a_crashed_relay_republishes_and_each_action_is_recorded_once(chaos: Any) -> None:

@@ -109,7 +109,7 @@ def caused_by_store(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, _DRIVER_ERRORS | sqlalchemy.exc.SQLAlchemyError):
+        if isinstance(current, (*_DRIVER_ERRORS, sqlalchemy.exc.SQLAlchemyError)):
             return True
         current = current.__cause__ or current.__context__
     return False
