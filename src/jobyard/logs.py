@@ -43,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 entry[name] = value
         for name, value in vars(record).items():
-            if name not in _STANDARD and name not in entry and not name.startswith("_"):
+            if name not in _STANDARD and name not in _CONTEXT_FIELDS and name not in entry and not name.startswith("_"):
                 entry[name] = value if isinstance(value, str | int | float | bool) or value is None else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
