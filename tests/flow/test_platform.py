@@ -238,3 +238,22 @@ async def test_retention_prunes_finished_jobs_with_everything_hanging_off_them(m
         assert (await s.http.get(f"/api/jobs/{old}")).status_code == 404
         assert (await s.http.get(f"/api/jobs/{running}")).status_code == 200  # not finished: kept
         assert (await s.http.get("/api/webhooks/deliveries")).json()["items"] == []
+
+
+async def test_dashboard_pages_list_schedules_webhooks_and_deliveries(make_settings: Any) -> None:
+    settings = _settings(make_settings, webhook_allow_private=True)
+    async with receiver() as rec, stack(settings, demo_yard) as s:
+        body = {"name": "nightly-report", "cron": "0 0 * * *", "job": {"actions": [{"type": "demo.noop"}]}}
+        assert (await s.http.post("/api/schedules", json=body)).status_code == 201
+        await s.http.post("/api/webhooks", json={"url": rec.url(), "events": ["job.created"], "description": "ops"})
+        await s.submit([{"type": "demo.noop"}])
+        await rec.wait_for(1)
+        await asyncio.sleep(0.2)
+        schedules = (await s.http.get("/schedules")).text
+        webhooks = (await s.http.get("/webhooks")).text
+        failed_only = (await s.http.get("/webhooks", params={"status": "failed"})).text
+    assert "nightly-report" in schedules and "cron 0 0 * * * (UTC)" in schedules
+    assert 'aria-current="page"' in schedules and 'href="/schedules"' in schedules
+    assert 'data-schedule-do="pause"' in schedules
+    assert rec.url() in webhooks and "job.created" in webhooks and "delivered" in webhooks
+    assert "No deliveries with status failed" in failed_only
