@@ -34,9 +34,16 @@ FAST = {
 
 class Stack:
     def __init__(
-        self, settings: Settings, runtime: Runtime, http: httpx.AsyncClient, workers: list[Worker], app: Any
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        http: httpx.AsyncClient,
+        workers: list[Worker],
+        app: Any,
+        relay: Relay | None = None,
     ) -> None:
         self.app = app
+        self.relay = relay
         self.settings = settings
         self.runtime = runtime
         self.http = http
@@ -86,7 +93,7 @@ async def stack(settings: Settings, yard: Yard, *, workers: int = 1, kv: Any = N
     runtime = Runtime(settings, kv=kv)
     app = create_app(settings, yard, runtime=runtime, migrate=True)
     async with app.router.lifespan_context(app):
-        relay = Relay(settings=settings, repo=runtime.repo, broker=runtime.broker, events=runtime.events)
+        relay = Relay(settings=settings, repo=runtime.repo, broker=runtime.broker, events=runtime.events, yard=yard)
         await relay.start()
         started = []
         for i in range(workers):
@@ -104,7 +111,7 @@ async def stack(settings: Settings, yard: Yard, *, workers: int = 1, kv: Any = N
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://jobyard.test") as http:
             try:
-                yield Stack(settings, runtime, http, started, app)
+                yield Stack(settings, runtime, http, started, app, relay)
             finally:
                 for worker in started:
                     await worker.stop(grace=2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
@@ -28,6 +27,10 @@ app = typer.Typer(
 Host = Annotated[str | None, typer.Option("--host", envvar="JOBYARD_HOST", help="address to bind")]
 Port = Annotated[int | None, typer.Option("--port", envvar="JOBYARD_PORT", help="port to bind")]
 ApiUrl = Annotated[str, typer.Option("--url", envvar="JOBYARD_URL", help="the jobyard API to talk to")]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option("--metrics-port", envvar="JOBYARD_METRICS_PORT", help="serve Prometheus metrics on this port"),
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -39,10 +42,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from jobyard.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -129,9 +131,10 @@ def worker(
         typer.Option("-c", "--concurrency", envvar="JOBYARD_WORKER_CONCURRENCY", help="actions at once"),
     ] = None,
     grace: Annotated[float, typer.Option(help="seconds running actions get to finish on SIGTERM")] = 30.0,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run actions from the given queues."""
-    settings = _settings(worker_concurrency=concurrency)
+    settings = _settings(worker_concurrency=concurrency, metrics_port=metrics_port)
     _logging(settings)
 
     async def main() -> None:
@@ -142,6 +145,8 @@ def worker(
         yard = load_yard(settings.app)
         runtime = Runtime(settings)
         await runtime.start()
+        if settings.metrics_port:
+            runtime.metrics.serve(settings.metrics_port)
         names = [q for item in queues or [] for q in item.split(",") if q]
         service = Worker(
             settings=settings,
@@ -151,6 +156,7 @@ def worker(
             events=runtime.events,
             yard=yard,
             queues=names or None,
+            metrics=runtime.metrics,
         )
         await service.start()
 
@@ -164,18 +170,30 @@ def worker(
 
 
 @app.command()
-def relay() -> None:
-    """Publish the outbox to the broker and hand back actions whose worker vanished."""
-    settings = _settings()
+def relay(metrics_port: MetricsPort = None) -> None:
+    """Publish the outbox to the broker; the leading relay also reaps, fires schedules, sends events and webhooks,
+    and prunes old jobs."""
+    settings = _settings(metrics_port=metrics_port)
     _logging(settings)
 
     async def main() -> None:
         from jobyard.relay import Relay
         from jobyard.runtime import Runtime
+        from jobyard.sdk import load_yard
 
+        yard = load_yard(settings.app)  # schedules resolve their actions against the app
         runtime = Runtime(settings)
         await runtime.start()
-        service = Relay(settings=settings, repo=runtime.repo, broker=runtime.broker, events=runtime.events)
+        if settings.metrics_port:
+            runtime.metrics.serve(settings.metrics_port)
+        service = Relay(
+            settings=settings,
+            repo=runtime.repo,
+            broker=runtime.broker,
+            events=runtime.events,
+            yard=yard,
+            metrics=runtime.metrics,
+        )
         await service.start()
 
         async def stop() -> None:
@@ -354,6 +372,80 @@ def top(
     except httpx.HTTPError as exc:
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
+
+
+schedules_app = typer.Typer(help="Cron and interval schedules that submit a job each time they fire.")
+app.add_typer(schedules_app, name="schedules")
+
+
+def _print_schedule(item: dict[str, Any]) -> None:
+    state = "paused" if item["paused"] else f"next {item['next_fire_at']}"
+    types = ", ".join(a["type"] for a in item["job"].get("actions", []))
+    typer.echo(
+        f"{item['id']}  {item['name']:<24} {item['description']:<28} {state}  [{types}]  missed={item['missed']}"
+    )
+
+
+@schedules_app.command("create")
+def schedules_create(
+    name: Annotated[str, typer.Argument(help="a name for the schedule (and its jobs)")],
+    action_type: Annotated[str, typer.Option("--action", help="the action type each fire runs")],
+    cron: Annotated[str | None, typer.Option(help="cron expression, e.g. '0 0 * * *' (daily at midnight)")] = None,
+    every: Annotated[str | None, typer.Option(help="an interval instead: 90s, 30m, 2h, 1d")] = None,
+    payload: Annotated[str | None, typer.Option(help="JSON payload of the action")] = None,
+    count: Annotated[int, typer.Option(help="actions of this type in each job")] = 1,
+    timezone: Annotated[str, typer.Option(help="IANA time zone the cron expression is read in")] = "UTC",
+    missed: Annotated[str, typer.Option(help="skip | run_once: what to do with fire times missed while down")] = "skip",
+    paused: Annotated[bool, typer.Option(help="create it paused")] = False,
+    url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Create a schedule (give --cron or --every)."""
+    try:
+        data = json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    body: dict[str, Any] = {
+        "name": name,
+        "timezone": timezone,
+        "missed": missed,
+        "paused": paused,
+        "job": {"name": name, "actions": [{"type": action_type, "payload": data}] * count},
+    }
+    if cron is not None:
+        body["cron"] = cron
+    if every is not None:
+        body["every"] = every
+    _print_schedule(_call_api(url, lambda c: c.create_schedule(body)))
+
+
+@schedules_app.command("list")
+def schedules_list(url: ApiUrl = "http://127.0.0.1:8000") -> None:
+    """List the schedules."""
+    items = _call_api(url, lambda c: c.schedules())
+    if not items:
+        typer.echo("no schedules")
+    for item in items:
+        _print_schedule(item)
+
+
+@schedules_app.command("pause")
+def schedules_pause(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+    """Pause a schedule: it fires no more until resumed."""
+    _print_schedule(_call_api(url, lambda c: c.pause_schedule(schedule_id)))
+
+
+@schedules_app.command("resume")
+def schedules_resume(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+    """Resume a schedule from now on (fire times passed while paused are not made up)."""
+    _print_schedule(_call_api(url, lambda c: c.pause_schedule(schedule_id, paused=False)))
+
+
+@schedules_app.command("delete")
+def schedules_delete(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+    """Delete a schedule (jobs it already submitted stay)."""
+    _call_api(url, lambda c: c.delete_schedule(schedule_id))
+    typer.echo(f"schedule {schedule_id} deleted")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def _checked(response: httpx.Response) -> Any:
         except ValueError:
             detail = response.text
         raise ClientError(response.status_code, detail)
-    return response.json()
+    return response.json() if response.content else None
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -108,6 +108,23 @@ class Client:
             params["type"] = type_
         items: list[Any] = _checked(self._http.get("/api/dead-letters", params=params))["items"]
         return items
+
+    def create_schedule(self, schedule: dict[str, Any]) -> dict[str, Any]:
+        """Create a schedule: ``{"name", "cron" | "every", "job": {"actions": [...]}, "missed", "timezone"}``."""
+        result: dict[str, Any] = _checked(self._http.post("/api/schedules", json=schedule))
+        return result
+
+    def schedules(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = _checked(self._http.get("/api/schedules"))["items"]
+        return items
+
+    def pause_schedule(self, schedule_id: str, *, paused: bool = True) -> dict[str, Any]:
+        verb = "pause" if paused else "resume"
+        result: dict[str, Any] = _checked(self._http.post(f"/api/schedules/{schedule_id}/{verb}"))
+        return result
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        _checked(self._http.delete(f"/api/schedules/{schedule_id}"))
 
     def wait(self, job_id: str, *, timeout: float = 300.0, interval: float = 0.2) -> dict[str, Any]:
         """Poll until the job is final; returns its last status. Raises ``TimeoutError`` after ``timeout``."""

@@ -64,11 +64,58 @@ class Settings(BaseModel):
 
     rabbitmq_queue_type: Literal["quorum", "classic"] = "quorum"
     queue_prefix: str = Field("jobyard", pattern=r"^[A-Za-z0-9_.-]+$")
+    events_exchange: str = Field(
+        "jobyard.events", pattern=r"^[A-Za-z0-9_.:-]+$", description="RabbitMQ topic exchange of domain events"
+    )
+
+    schedule_grace: float = Field(
+        60.0, ge=0, description="seconds a fire time may be late and still run on time (older ones were missed)"
+    )
+
+    webhook_secret: str | None = Field(
+        None, min_length=16, description="signs the webhooks of jobs submitted with webhook_url"
+    )
+    webhook_allow_private: bool = Field(
+        False, description="allow webhook targets on private, loopback, link-local or multicast addresses"
+    )
+    webhook_allow_hosts: str = Field(
+        "", description="comma-separated host names or networks (CIDR) allowed even though they are private"
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="deliveries given up after this many attempts")
+    webhook_timeout: float = Field(10.0, gt=0, le=300, description="seconds one webhook request may take")
+    webhook_retry_base_delay: float = Field(
+        5.0, ge=0, description="first webhook retry delay ceiling, seconds (doubles each attempt, full jitter)"
+    )
+
+    retention_days: float = Field(30.0, ge=0, description="finished jobs are pruned after this many days (0: never)")
+    retention_batch: int = Field(1000, ge=1, le=100_000, description="jobs pruned per transaction")
+
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="worker and relay processes serve Prometheus metrics on this port (0: off)"
+    )
+    metrics_interval: float = Field(15.0, gt=0, description="seconds between refreshes of the store's gauges")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     db_pool_size: int = Field(10, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("webhook_allow_hosts")
+    @classmethod
+    def _check_allow_hosts(cls, value: str) -> str:
+        from jobyard.webhooks import parse_allow_list
+
+        try:
+            parse_allow_list(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -108,7 +155,10 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``JOBYARD_*`` variables; explicit overrides (CLI flags) win."""
+        """Build settings from ``JOBYARD_*`` variables; explicit overrides (CLI flags) win.
+
+        A variable that looks like a misspelt setting (``JOBYARD_DATABSE_URL``) is an error naming the right one.
+        """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         known = cls.model_fields
@@ -118,6 +168,10 @@ class Settings(BaseModel):
             name = key[len(ENV_PREFIX) :].lower()
             if name in known:
                 values[name] = raw
+            elif (guess := _misspelt(name, known)) is not None:
+                raise ConfigurationError(
+                    f"invalid configuration: {key} is not a setting; did you mean {ENV_PREFIX}{guess.upper()}?"
+                )
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -126,3 +180,20 @@ class Settings(BaseModel):
                 f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid configuration: {problems}") from exc
+
+
+def _misspelt(name: str, known: Mapping[str, Any]) -> str | None:
+    """The setting ``name`` is a typo of: same length ±1 and at most two letters off (test and client
+    variables such as ``JOBYARD_TEST_PG_URL`` or ``JOBYARD_URL`` are not settings and are left alone)."""
+    import difflib
+
+    if name.startswith("test_") or name in _NOT_SETTINGS:
+        return None
+    for candidate in difflib.get_close_matches(name, list(known), n=1, cutoff=0.85):
+        if abs(len(candidate) - len(name)) <= 1:
+            return candidate
+    return None
+
+
+# JOBYARD_* variables read by other parts than the settings (the CLI's API address, the test browser).
+_NOT_SETTINGS = frozenset({"url", "api_key", "chromium"})

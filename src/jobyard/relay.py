@@ -1,7 +1,10 @@
-"""The relay: publishes the outbox to the broker with confirms, and reaps actions whose lease expired.
+"""The relay: publishes the outbox to the broker with confirms; its leader runs the store's periodic duties.
 
 Several relays may run at once: outbox rows are locked with SKIP LOCKED and every reaper write is fenced.
 A crash between publish and delete republishes the rows; the worker's claim turns the copies into no-ops.
+One relay leads (a PostgreSQL advisory lock; on SQLite the single process) and runs the duties that must not
+run twice at once: the lease reaper, the scheduler, domain events and the job.ready sweep, webhook deliveries,
+and retention.
 """
 
 from __future__ import annotations
@@ -11,18 +14,26 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from jobyard import messages
 from jobyard.broker.base import Broker
 from jobyard.config import Settings
-from jobyard.errors import BrokerError, BrokerUnavailable, StoreError
+from jobyard.domain_events import EventRow
+from jobyard.errors import BrokerError, BrokerUnavailable, JobyardError, StoreError
 from jobyard.events import EventBus
+from jobyard.metrics import Metrics
 from jobyard.model import Outcome, OutcomeKind, retry_delay
+from jobyard.retention import Pruner
+from jobyard.scheduler import Scheduler
+from jobyard.sdk import Yard
 from jobyard.store.repository import Leadership, OutboxRow, Repository
+from jobyard.webhook_sender import WebhookSender
 
 log = logging.getLogger("jobyard.relay")
+T = TypeVar("T")
 
 
 def pack_rows(rows: Sequence[OutboxRow], per_message: int) -> list[tuple[str, bytes]]:
@@ -37,15 +48,34 @@ def pack_rows(rows: Sequence[OutboxRow], per_message: int) -> list[tuple[str, by
     return out
 
 
+EVENT_BATCH = 500
+RETENTION_EVERY = 60.0
+
+
 class Relay:
-    def __init__(self, *, settings: Settings, repo: Repository, broker: Broker, events: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        repo: Repository,
+        broker: Broker,
+        events: EventBus | None = None,
+        yard: Yard | None = None,
+        metrics: Metrics | None = None,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
         self.settings = settings
         self.repo = repo
         self.broker = broker
         self.events = events
+        self.metrics = metrics
+        self.scheduler = Scheduler(settings, repo, yard)
+        self.webhooks = webhooks or WebhookSender(settings, repo)
+        self.pruner = Pruner(settings, repo)
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.reaped = 0
+        self.events_published = 0
         self.is_leader = False
 
     async def start(self) -> None:
@@ -53,7 +83,7 @@ class Relay:
             return
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="jobyard-relay-publish"),
-            asyncio.create_task(self._reap_loop(), name="jobyard-relay-reaper"),
+            asyncio.create_task(self._leader_loop(), name="jobyard-relay-leader"),
         ]
 
     async def stop(self) -> None:
@@ -63,6 +93,7 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.webhooks.close()
 
     # --- outbox -------------------------------------------------------------------------------------
     async def _publish(self, rows: list[OutboxRow]) -> None:
@@ -136,28 +167,94 @@ class Relay:
         self.reaped += len(completed)
         return len(completed)
 
-    async def _reap_loop(self) -> None:
-        """Reap on the leader only: one relay holds the store's leader lock; the others stand by."""
-        interval = max(0.2, min(5.0, self.settings.lease_seconds / 4))
+    # --- leader duties ------------------------------------------------------------------------------
+    async def _publish_events(self, rows: list[EventRow]) -> None:
+        await self.broker.publish_events([(row.type, row.encode()) for row in rows])
+
+    async def dispatch_events_once(self) -> int:
+        """Publish one batch of domain events (and queue their webhook deliveries); how many were published."""
+        if not self.broker.connected:
+            return 0
+        count = await self.repo.dispatch_events(EVENT_BATCH, self._publish_events)
+        self.events_published += count
+        if self.metrics is not None and count:
+            self.metrics.events_published.inc(count)
+        return count
+
+    async def lead_once(self, *, reap: bool = True, prune: bool = False) -> None:
+        """One round of the leader's duties (tests call it directly to run them now)."""
+        await self._duty("job.ready sweep", self.repo.mark_ready_jobs())
+        await self._duty("scheduler", self.scheduler.fire_due())
+        while await self._duty("domain events", self.dispatch_events_once()) == EVENT_BATCH:
+            pass
+        await self._duty("webhooks", self._deliver_webhooks())
+        if reap:
+            await self._duty("reaper", self.reap_once())
+            await self._duty("dedup keys", self.repo.prune_expired_dedup_keys())
+        if prune:
+            await self._duty("retention", self._prune())
+
+    async def _deliver_webhooks(self) -> int:
+        before = (self.webhooks.delivered, self.webhooks.failures, self.webhooks.given_up)
+        count = await self.webhooks.deliver_due()
+        if self.metrics is not None and count:
+            delivered, failures, given_up = (
+                self.webhooks.delivered - before[0],
+                self.webhooks.failures - before[1],
+                self.webhooks.given_up - before[2],
+            )
+            self.metrics.webhook_attempts.labels("delivered").inc(delivered)
+            self.metrics.webhook_attempts.labels("failed").inc(failures)
+            self.metrics.webhook_attempts.labels("given_up").inc(given_up)
+        return count
+
+    async def _prune(self) -> None:
+        pruned = await self.pruner.prune_once()
+        if self.metrics is not None and pruned["jobs"]:
+            self.metrics.pruned_jobs.inc(pruned["jobs"])
+
+    async def _duty(self, name: str, work: Awaitable[T]) -> T | None:
+        try:
+            return await work
+        except JobyardError as exc:
+            log.warning("leader duty %s: %s", name, exc)
+            return None
+
+    async def _leader_loop(self) -> None:
+        """Lead when the store's leader lock is free; the others stand by and try again every election interval."""
+        elect_every = max(0.2, min(5.0, self.settings.lease_seconds / 4))
+        tick = max(0.05, min(0.5, self.settings.relay_interval))
+        loop = asyncio.get_running_loop()
         leadership: Leadership | None = None
+        next_election = next_reap = loop.time()
+        next_prune = loop.time() + min(RETENTION_EVERY, elect_every * 4)
         try:
             while True:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(tick if leadership is not None else elect_every)
+                now = loop.time()
                 try:
-                    if leadership is not None and not await leadership.alive():
-                        log.warning("relay lost its leadership (database connection gone)")
-                        await leadership.release()
-                        leadership = None
+                    if leadership is not None and now >= next_election:
+                        next_election = now + elect_every
+                        if not await leadership.alive():
+                            log.warning("relay lost its leadership (database connection gone)")
+                            await leadership.release()
+                            leadership = None
                     if leadership is None:
                         leadership = await self.repo.acquire_leadership("relay")
                         if leadership is not None:
-                            log.info("this relay is now the leader (lease reaper)")
+                            log.info("this relay is now the leader (reaper, scheduler, events, webhooks, retention)")
                     self.is_leader = leadership is not None
-                    if leadership is not None:
-                        await self.reap_once()
-                        await self.repo.prune_expired_dedup_keys()
                 except StoreError as exc:
-                    log.warning("reaper: %s", exc)
+                    log.warning("leader election: %s", exc)
+                    continue
+                if leadership is None:
+                    continue
+                reap, prune = now >= next_reap, now >= next_prune
+                if reap:
+                    next_reap = now + elect_every
+                if prune:
+                    next_prune = now + RETENTION_EVERY
+                await self.lead_once(reap=reap, prune=prune)
         finally:
             self.is_leader = False
             if leadership is not None:

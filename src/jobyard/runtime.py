@@ -18,7 +18,9 @@ from jobyard.kv.cache import Cache, UserCache
 from jobyard.kv.ratelimit import RateLimiter, parse_limits
 from jobyard.kv.results import ResultStore
 from jobyard.locks import Lock
+from jobyard.metrics import Metrics
 from jobyard.store import Repository, create_repository
+from jobyard.webhooks import TargetGuard
 
 log = logging.getLogger("jobyard.runtime")
 
@@ -41,6 +43,8 @@ class Runtime:
         self.events = EventBus(self.kv, self.cache)
         self.user_cache = UserCache(self.kv)
         self.rate_limiter = RateLimiter(self.kv, parse_limits(settings.rate_limits), settings.rate_limit_fallback)
+        self.metrics = Metrics()
+        self.webhook_guard = TargetGuard.from_settings(settings.webhook_allow_private, settings.webhook_allow_hosts)
         self._started = False
 
     async def start(self, *, migrate: bool = False) -> None:
@@ -49,7 +53,16 @@ class Runtime:
         if migrate:
             await self.repo.migrate()
         await self.broker.connect()
+        await self._check_redis_eviction()
         self._started = True
+
+    async def _check_redis_eviction(self) -> None:
+        from jobyard.kv.redis import RedisKV, eviction_warning
+
+        if isinstance(self.kv, RedisKV):
+            warning = eviction_warning(await self.kv.eviction_policy())
+            if warning is not None:
+                log.warning(warning)
 
     async def close(self) -> None:
         if not self._started:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jobyard.config import Settings
@@ -43,3 +44,22 @@ def build_action_specs(yard: Yard, settings: Settings, actions: Sequence[ActionR
             )
         )
     return specs
+
+
+@dataclass(slots=True)
+class TemplateAction:
+    """One action of a stored job template (a schedule's), in the shape of a submitted one."""
+
+    type: str
+    payload: Any = None
+    queue: str | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+
+
+def template_actions(template: Mapping[str, Any]) -> list[TemplateAction]:
+    """The actions of a stored job template ``{"name", "metadata", "actions": [{"type", "payload", ...}]}``."""
+    fields = set(TemplateAction.__dataclass_fields__)
+    return [TemplateAction(**{k: v for k, v in a.items() if k in fields}) for a in template.get("actions") or []]

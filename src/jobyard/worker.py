@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import enum
 import logging
@@ -35,6 +36,8 @@ from jobyard.kv.results import ResultStore, summarize
 from jobyard.live import raise_if_cancelling
 from jobyard.live.presence import PresenceBeacon
 from jobyard.locks import Lock
+from jobyard.logs import bind_action
+from jobyard.metrics import Metrics
 from jobyard.model import ClaimedAction, Completion, Outcome, OutcomeKind, retry_delay
 from jobyard.sdk import ActionContext, ActionDefinition, Yard
 from jobyard.store.repository import Repository
@@ -100,8 +103,10 @@ class Worker:
         queues: list[str] | None = None,
         concurrency: int | None = None,
         worker_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.repo = repo
         self.broker = broker
         self.results = results
@@ -275,12 +280,16 @@ class Worker:
 
     # --- running ------------------------------------------------------------------------------------
     async def _run(self, action: ClaimedAction, ctx: ActionContext, envelope: _Envelope | None) -> None:
+        bind_action(action.job_id, action.id)  # this task's log records carry the ids
+        started = time.perf_counter()
         try:
             outcome, result = await self._execute(action, ctx)
         finally:
             self._running.pop(action.id, None)
             self._handlers.pop(action.id, None)
             self._free.release()
+        if self.metrics is not None:
+            self.metrics.action_duration.labels(action.type, outcome.kind.value).observe(time.perf_counter() - started)
         self._finished.put_nowait(_Finished(outcome, envelope, result, ctx, queue=action.queue))
 
     async def _execute(self, action: ClaimedAction, ctx: ActionContext) -> tuple[Outcome, Any]:
@@ -373,7 +382,9 @@ class Worker:
                 max_workers=min(self.concurrency, 64), thread_name_prefix="jobyard-sync"
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, definition.call_in_thread, ctx, payload)
+        # The thread runs in a copy of this task's context, so its log records carry the action's ids too.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, context.run, definition.call_in_thread, ctx, payload)
 
     def _error_outcome(self, action: ClaimedAction, error: str) -> Outcome:
         if action.attempt < action.max_attempts:

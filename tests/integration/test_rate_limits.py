@@ -33,6 +33,7 @@ async def two_apis(tmp_path: Path) -> AsyncIterator[tuple[Cluster, int]]:
     c.start("api-2", "api", "--port", str(second))
     try:
         await c.wait_ready()
+        await Cluster(env=c.env, port=second, log_dir=tmp_path).wait_ready()  # both instances, not only the first
         yield c, second
     finally:
         c.stop_all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,13 +25,16 @@ from jobyard.api.routes_jobs import router as jobs_router
 from jobyard.api.routes_ops import router as ops_router
 from jobyard.api.routes_pages import STATIC_DIR
 from jobyard.api.routes_pages import router as pages_router
+from jobyard.api.routes_schedules import router as schedules_router
 from jobyard.api.routes_streams import router as streams_router
+from jobyard.api.routes_webhooks import router as webhooks_router
 from jobyard.config import Settings
 from jobyard.errors import Conflict, NotFound, StoreError, ValidationError
 from jobyard.kv.cache import cancel_quietly
 from jobyard.live.hub import EventHub
 from jobyard.live.presence import WorkerDirectory
 from jobyard.live.sampler import QueueSampler
+from jobyard.metrics import CONTENT_TYPE, ApiCollector, Refresher
 from jobyard.relay import Relay
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
@@ -60,6 +64,14 @@ def create_app(
 
     sampler = QueueSampler(rt.broker, queue_names)
     hub.on_event(sampler.count)
+    collector = ApiCollector(
+        lambda: _store_gauges(rt),
+        lambda: dict(sampler.history[-1]["depth"]) if sampler.history else {},
+        lambda: rt.cache.stats,
+        lambda: dict(rt.rate_limiter.refused),
+    )
+    rt.metrics.registry.register(collector)
+    refresher = Refresher(collector, settings.metrics_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,9 +80,12 @@ def create_app(
         cache_listener = asyncio.create_task(rt.cache.listen(), name="jobyard-cache-invalidations")
         await hub.start()
         await sampler.start()
+        await refresher.start()
         services: list[Any] = []
         if embedded:
-            relay = Relay(settings=settings, repo=rt.repo, broker=rt.broker, events=rt.events)
+            relay = Relay(
+                settings=settings, repo=rt.repo, broker=rt.broker, events=rt.events, yard=yard, metrics=rt.metrics
+            )
             worker = Worker(
                 settings=settings,
                 repo=rt.repo,
@@ -78,6 +93,7 @@ def create_app(
                 results=rt.results,
                 events=rt.events,
                 yard=yard,
+                metrics=rt.metrics,
             )
             await relay.start()
             await worker.start()
@@ -89,6 +105,7 @@ def create_app(
             for service in services:
                 await service.stop()
             await cancel_quietly(cache_listener)
+            await refresher.stop()
             await sampler.stop()
             await hub.stop()
             await rt.close()
@@ -106,6 +123,8 @@ def create_app(
     app.include_router(jobs_router)
     app.include_router(streams_router)
     app.include_router(ops_router)
+    app.include_router(schedules_router)
+    app.include_router(webhooks_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(RateLimitMiddleware, limiter_of=lambda: rt.rate_limiter if rt.rate_limiter.limits else None)
@@ -167,7 +186,22 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+async def _store_gauges(rt: Runtime) -> dict[str, Any]:
+    counts = await rt.repo.status_counts()
+    now = time.time()
+    backlogs = {
+        name: (rows, max(0.0, now - oldest.timestamp()) if oldest is not None else 0.0)
+        for name, (rows, oldest) in (await rt.repo.backlogs()).items()
+    }
+    return {**counts, "backlogs": backlogs}
+
+
 def _install_health(app: FastAPI) -> None:
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this API process and the store")
+    async def metrics(request: Request) -> Response:
+        rt: Runtime = request.app.state.runtime
+        return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"], summary="The process is alive")
     async def healthz() -> Response:
         return deps.json_response({"status": "ok", "checks": {}})

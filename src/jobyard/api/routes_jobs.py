@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from jobyard import jsonutil
 from jobyard.api import deps, schemas
 from jobyard.api.views import action_view, job_view, status_view
-from jobyard.errors import NotFound
+from jobyard.errors import NotFound, ValidationError
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
 from jobyard.store.repository import DedupKey
@@ -65,12 +65,22 @@ async def submit_job(
     ] = None,
 ) -> Response:
     specs = build_action_specs(yard, rt.settings, body.actions)
+    if body.webhook_url is not None:
+        if rt.settings.webhook_secret is None:
+            raise ValidationError(
+                "per-job webhooks are signed with JOBYARD_WEBHOOK_SECRET, which is not set on this server",
+                ("body", "webhook_url"),
+            )
+        from jobyard.api.routes_webhooks import check_target
+
+        await check_target(rt, body.webhook_url, ("body", "webhook_url"))
     job, action_ids = await rt.repo.create_job(
         tenant_id=tenant,
         name=body.name,
         metadata=body.metadata,
         actions=specs,
         dedup=_dedup_keys(body, idempotency_key),
+        webhook_url=body.webhook_url,
     )
     created = bool(action_ids)
     return deps.json_response(

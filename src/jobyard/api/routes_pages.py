@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from jobyard import jsonutil
 from jobyard.api import deps
-from jobyard.api.views import action_view, job_view
+from jobyard.api.views import action_view, delivery_view, job_view, schedule_view, webhook_view
 from jobyard.live.sampler import QueueSampler
 from jobyard.model import JobStatus
 from jobyard.runtime import Runtime
@@ -146,3 +146,22 @@ async def submit_page(request: Request, yard: YardDep, tenant: TenantDep) -> Any
     names = {t["name"] for t in types}
     has_olt = {"olt.ping", "olt.optical_power", "olt.firmware_check"} <= names
     return _render(request, "submit.html", "submit", {"types": types}, types=types, has_olt=has_olt)
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+async def schedules_page(request: Request, rt: RuntimeDep, tenant: TenantDep) -> Any:
+    schedules = [schedule_view(s) for s in await rt.repo.list_schedules(tenant)]
+    return _render(request, "schedules.html", "schedules", None, schedules=schedules)
+
+
+DeliveryStatusQuery = Annotated[str | None, Query(pattern="^(pending|delivered|failed)?$")]
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+async def webhooks_page(request: Request, rt: RuntimeDep, tenant: TenantDep, status: DeliveryStatusQuery = None) -> Any:
+    webhooks = [webhook_view(w) for w in await rt.repo.list_webhooks(tenant)]
+    rows = await rt.repo.list_deliveries(tenant, status=status or None, limit=200)
+    deliveries = [delivery_view(d) for d in rows]
+    return _render(
+        request, "webhooks.html", "webhooks", None, webhooks=webhooks, deliveries=deliveries, status=status or None
+    )

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 
@@ -39,6 +39,11 @@ class JobIn(BaseModel):
         gt=0,
         le=7 * 86400,
         description="opt in: an identical submission (same content) within this many seconds returns the same job",
+    )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="POSTed the signed job.completed event when the job is final (needs JOBYARD_WEBHOOK_SECRET)",
     )
 
 
@@ -169,3 +174,119 @@ class RequeuedOut(BaseModel):
     job_id: UUID
     status: Literal["queued"]
     max_attempts: int
+
+
+EventTypeName = Literal["job.created", "job.ready", "job.completed", "action.failed"]
+DeliveryStatusName = Literal["pending", "delivered", "failed"]
+
+
+class JobTemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    actions: list[ActionIn] = Field(min_length=1, max_length=1000)
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    cron: str | None = Field(None, max_length=200, description="five-field cron, e.g. `0 0 * * *` (daily at midnight)")
+    every: str | float | None = Field(None, description="an interval instead of cron: seconds, or 90s, 30m, 2h, 1d")
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone the cron expression is read in")
+    job: JobTemplateIn
+    missed: Literal["skip", "run_once"] = Field(
+        "skip", description="fire times missed while no relay ran: skip them, or run one job for them all"
+    )
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleIn:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron and every")
+        return self
+
+
+class ScheduleOut(BaseModel):
+    id: UUID
+    name: str
+    cron: str | None
+    every_seconds: float | None
+    timezone: str
+    description: str
+    job: dict[str, Any]
+    missed: Literal["skip", "run_once"]
+    paused: bool
+    next_fire_at: datetime
+    last_fired_at: datetime | None
+    last_job_id: UUID | None
+    last_error: str | None
+    created_at: datetime
+
+
+class ScheduleFireOut(BaseModel):
+    fire_time: datetime
+    job_id: UUID | None
+    error: str | None
+    fired_at: datetime
+
+
+class ScheduleDetailOut(ScheduleOut):
+    fires: list[ScheduleFireOut]
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleOut]
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[EventTypeName] = Field(["job.completed"], min_length=1)
+    description: str | None = Field(None, max_length=500)
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool
+
+
+class WebhookOut(BaseModel):
+    id: UUID
+    url: str
+    events: list[str]
+    description: str | None
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="signs every delivery; shown only in this response — store it now")
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(BaseModel):
+    id: UUID
+    webhook_id: UUID | None = Field(description="null: the job's own webhook_url")
+    event_id: UUID
+    event_type: str
+    job_id: UUID | None
+    url: str
+    status: DeliveryStatusName
+    attempts: int
+    next_attempt_at: datetime | None
+    response_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: UUID | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobyard.model import ActionRecord, JobRecord, job_progress
+from jobyard.schedules import ScheduleRecord
 
 
 def job_view(job: JobRecord) -> dict[str, Any]:
@@ -64,3 +65,34 @@ def status_view(job: JobRecord, actions: list[ActionRecord]) -> dict[str, Any]:
         "progress": progress.as_dict(),
         "actions": [action_status_view(a) for a in actions],
     }
+
+
+def schedule_view(schedule: ScheduleRecord) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "every_seconds": schedule.interval_seconds,
+        "timezone": schedule.timezone,
+        "description": schedule.describe(),
+        "job": schedule.job,
+        "missed": schedule.missed,
+        "paused": schedule.paused,
+        "next_fire_at": schedule.next_fire_at,
+        "last_fired_at": schedule.last_fired_at,
+        "last_job_id": schedule.last_job_id,
+        "last_error": schedule.last_error,
+        "created_at": schedule.created_at,
+    }
+
+
+def webhook_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A webhook endpoint without its secret (shown once, at creation)."""
+    return {k: row[k] for k in ("id", "url", "events", "description", "active", "created_at")}
+
+
+def delivery_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in row.items() if k not in ("tenant_id", "body")}
+    if row["status"] != "pending":
+        view["next_attempt_at"] = None
+    return view

@@ -13,7 +13,12 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker()
     from jobyard.broker.rabbitmq import RabbitBroker
 
-    return RabbitBroker(settings.broker_url, prefix=settings.queue_prefix, queue_type=settings.rabbitmq_queue_type)
+    return RabbitBroker(
+        settings.broker_url,
+        prefix=settings.queue_prefix,
+        queue_type=settings.rabbitmq_queue_type,
+        events_exchange=settings.events_exchange,
+    )
 
 
 __all__ = ["Broker", "Consumer", "Delivery", "create_broker"]

@@ -40,6 +40,9 @@ class Broker(Protocol):
 
     async def consume(self, queues: Sequence[str], prefetch: int, on_message: OnMessage) -> Consumer: ...
 
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (routing key, body) pairs to the topic exchange of domain events; return once confirmed."""
+
     async def dead_letter(self, body: bytes, reason: str) -> None:
         """Park an undeliverable body (malformed, unknown type) in the dead-letter queue with the reason."""
 

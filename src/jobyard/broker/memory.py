@@ -98,14 +98,45 @@ class MemoryConsumer:
         self._broker._notify()
 
 
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is one dot-separated word, ``#`` zero or more."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] in ("*", k[0])) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
+
+
 class MemoryBroker:
-    """Queues are deques of (body, redelivered); consumers pull while their prefetch window has room."""
+    """Queues are deques of (body, redelivered); consumers pull while their prefetch window has room.
+
+    Domain events go to the queues bound with ``bind_events`` (the in-process stand-in for a topic exchange).
+    """
 
     def __init__(self) -> None:
         self._queues: defaultdict[str, deque[tuple[bytes, bool]]] = defaultdict(deque)
         self._consumers: set[MemoryConsumer] = set()
+        self._event_bindings: list[tuple[str, asyncio.Queue[tuple[str, bytes]]]] = []
         self.dead: list[tuple[bytes, str]] = []
         self._open = False
+
+    def bind_events(self, pattern: str = "#") -> asyncio.Queue[tuple[str, bytes]]:
+        """A queue receiving (routing key, body) of every domain event matching the topic ``pattern``."""
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._event_bindings.append((pattern, queue))
+        return queue
+
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        if not self._open:
+            raise BrokerUnavailable("the in-memory broker is closed")
+        for routing_key, body in events:
+            for pattern, queue in self._event_bindings:
+                if topic_matches(pattern, routing_key):
+                    queue.put_nowait((routing_key, body))
 
     @property
     def connected(self) -> bool:

@@ -178,12 +178,15 @@ class RabbitBroker:
         *,
         prefix: str = "jobyard",
         queue_type: str = "quorum",
+        events_exchange: str = "jobyard.events",
         publish_timeout: float = 15.0,
         reconnect_max_delay: float = 10.0,
     ) -> None:
         self._url = url
         self._prefix = prefix
         self._queue_type = queue_type
+        self.events_exchange = events_exchange
+        self._exchange_declared = False
         self._publish_timeout = publish_timeout
         self._reconnect_max_delay = reconnect_max_delay
         self._connection: AbstractConnection | None = None
@@ -226,6 +229,7 @@ class RabbitBroker:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._declared.clear()
+            self._exchange_declared = False
             for consumer in list(self._consumers):
                 await consumer._start(connection)
         except BaseException:
@@ -323,6 +327,43 @@ class RabbitBroker:
             raise BrokerError(f"RabbitMQ refused a message (nack): {exc}") from exc
         except _CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"RabbitMQ connection failed while publishing: {exc!r}") from exc
+
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Publish domain events to the durable topic exchange (persistent messages, publisher confirms).
+
+        Not ``mandatory``: an event nobody has bound a queue for is not an error.
+        """
+        channel = self._publish_channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("RabbitMQ is not connected; events stay in the store")
+        try:
+            if not self._exchange_declared:
+                await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+                self._exchange_declared = True
+            underlay = await channel.get_underlay_channel()
+            confirms = [
+                underlay.basic_publish(
+                    body,
+                    exchange=self.events_exchange,
+                    routing_key=routing_key,
+                    properties=aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json"),
+                    timeout=self._publish_timeout,
+                    **_NO_DRAIN_WAIT,
+                )
+                for routing_key, body in events
+            ]
+            for confirmation in await asyncio.gather(*confirms):
+                if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+                    raise BrokerError(f"RabbitMQ did not confirm an event: {confirmation!r}")
+        except aiormq.exceptions.DeliveryError as exc:
+            raise BrokerError(f"RabbitMQ refused an event (nack): {exc}") from exc
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigurationError(
+                f"RabbitMQ exchange {self.events_exchange!r} exists with another type ({exc}); "
+                "set JOBYARD_EVENTS_EXCHANGE to another name, or delete the exchange"
+            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"RabbitMQ connection failed while publishing events: {exc!r}") from exc
 
     async def dead_letter(self, body: bytes, reason: str) -> None:
         channel = self._publish_channel

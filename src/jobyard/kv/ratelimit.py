@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,7 +60,7 @@ class RateLimiter:
         self.fallback = fallback
         self._local = MemoryKV()
         self._degraded = False
-        self.refused = 0
+        self.refused: Counter[str] = Counter()  # refusals by route group (the /metrics counter)
 
     async def check(self, group: str, caller: str) -> tuple[Limit, RateDecision] | None:
         limit = self.limits.get(group)
@@ -82,7 +83,7 @@ class RateLimiter:
             else:
                 decision = await self._local.gcra(key, limit.interval, limit.count)
         if not decision.allowed:
-            self.refused += 1
+            self.refused[group] += 1
         return limit, decision
 
 

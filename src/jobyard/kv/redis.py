@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -18,6 +19,21 @@ from jobyard.kv import scripts
 from jobyard.kv.base import RateDecision
 
 log = logging.getLogger("jobyard.kv.redis")
+
+
+# Policies that never evict a key without a TTL... and jobyard gives every key a TTL, so only these are safe: with
+# them Redis refuses writes (or evicts by TTL) instead of dropping a lock or a rate limit at random.
+SAFE_EVICTION_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
+
+
+def eviction_warning(policy: str | None) -> str | None:
+    """A warning for a ``maxmemory-policy`` that could evict locks or rate limits (allkeys-*), else None."""
+    if policy is None or policy in SAFE_EVICTION_POLICIES:
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict jobyard's locks and rate-limit "
+        "counters early; set it to noeviction or a volatile-* policy (every jobyard key has a TTL)"
+    )
 
 
 class RedisKV:
@@ -54,6 +70,17 @@ class RedisKV:
             raise KVUnavailable(f"Redis is unreachable: {exc}") from exc
         except redis.exceptions.RedisError as exc:
             raise KVError(f"Redis error: {exc}") from exc
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or None when CONFIG is not allowed (managed Redis) or Redis is down."""
+        try:
+            async with self._guard():
+                config: dict[Any, Any] = await self._client.config_get("maxmemory-policy")
+        except KVError as exc:
+            log.debug("cannot read maxmemory-policy: %s", exc)
+            return None
+        value = config.get("maxmemory-policy") or config.get(b"maxmemory-policy")
+        return value.decode() if isinstance(value, bytes) else value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:

@@ -7,13 +7,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, delete, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from jobyard.model import ActionStatus, JobStatus
 from jobyard.store.dbtime import db_now, db_now_plus
-from jobyard.store.tables import actions, dedup, jobs, locks, outbox
+from jobyard.store.tables import (
+    actions,
+    dedup,
+    events,
+    jobs,
+    locks,
+    outbox,
+    schedule_fires,
+    schedules,
+    webhook_deliveries,
+    webhooks,
+)
 
 A, J, OB = actions.c, jobs.c, outbox.c
+EV, S, SF, W, WD = events.c, schedules.c, schedule_fires.c, webhooks.c, webhook_deliveries.c
 _CLAIMABLE = [ActionStatus.QUEUED.value, ActionStatus.RETRYING.value]
 _RUNNING = ActionStatus.RUNNING.value
 
@@ -250,7 +276,7 @@ COMPLETE_FAILED = (
         finished_at=db_now(),
         updated_at=db_now(),
     )
-    .returning(A.job_id)
+    .returning(A.job_id, A.type)
 )
 COMPLETE_CANCELLED = (
     update(actions)
@@ -310,9 +336,14 @@ ADD_TO_JOB_COUNTERS = (
             else_=J.status,
         ),
         finished_at=case((_ALL_DONE, db_now()), else_=J.finished_at),
+        # A job that finishes before the job.ready sweep saw it is ready too (its events stay in order).
+        ready_at=case((and_(J.ready_at.is_(None), _ALL_DONE), db_now()), else_=J.ready_at),
         updated_at=db_now(),
     )
-    .returning(J.status, J.total, J.succeeded, J.failed, J.cancelled)
+    .returning(J.tenant_id, J.status, J.total, J.succeeded, J.failed, J.cancelled)
+)
+SELECT_UNREADY_JOBS = (
+    select(J.id).where(J.id.in_(bindparam("p_ids", expanding=True)), J.ready_at.is_(None)).with_for_update()
 )
 
 # --- cancellation, retry and replay ------------------------------------------------------------------
@@ -440,6 +471,198 @@ def list_dead_letters(*, with_queue: bool, with_type: bool, with_cursor: bool) -
     return stmt.order_by(A.id.desc()).limit(bindparam("p_limit"))
 
 
+# --- domain events (an outbox of their own, published by the leading relay) ---------------------------
+INSERT_EVENTS = insert(events)
+SELECT_EVENTS = (
+    select(EV.id, EV.event_id, EV.type, EV.tenant_id, EV.job_id, EV.action_id, EV.data, EV.created_at)
+    .order_by(EV.id)
+    .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
+)
+DELETE_EVENTS = delete(events).where(EV.id.in_(bindparam("p_ids", expanding=True)))
+EVENTS_BACKLOG = select(func.count(), func.min(EV.created_at)).select_from(events)
+OUTBOX_BACKLOG = select(func.count(), func.min(OB.available_at)).where(OB.available_at <= db_now())
+
+# job.ready: jobs none of whose actions still waits for its first message to leave the outbox.
+_FIRST_MESSAGE_WAITING = exists(
+    select(literal(1)).select_from(outbox.join(actions, A.id == OB.action_id)).where(A.job_id == J.id, A.attempt == 0)
+)
+SELECT_NEWLY_READY_JOBS = (
+    select(J.id).where(J.ready_at.is_(None), ~_FIRST_MESSAGE_WAITING).order_by(J.id).limit(bindparam("p_limit"))
+)
+MARK_JOBS_READY = (
+    update(jobs)
+    .where(J.id.in_(bindparam("p_ids", expanding=True)), J.ready_at.is_(None))
+    .values(ready_at=db_now())
+    .returning(J.id, J.tenant_id, J.status, J.total)
+)
+
+# --- schedules --------------------------------------------------------------------------------------
+_SCHEDULE_COLUMNS = (
+    S.id, S.tenant_id, S.name, S.cron, S.interval_seconds, S.timezone, S.job, S.missed, S.paused, S.next_fire_at,
+    S.last_fired_at, S.last_job_id, S.last_error, S.created_at, S.updated_at,
+)  # fmt: skip
+INSERT_SCHEDULE = insert(schedules).returning(*_SCHEDULE_COLUMNS)
+SELECT_SCHEDULE = select(*_SCHEDULE_COLUMNS).where(S.id == bindparam("p_id"), S.tenant_id == bindparam("p_tenant"))
+LIST_SCHEDULES = (
+    select(*_SCHEDULE_COLUMNS).where(S.tenant_id == bindparam("p_tenant")).order_by(S.id).limit(bindparam("p_limit"))
+)
+SET_SCHEDULE_PAUSED = (
+    update(schedules)
+    .where(S.id == bindparam("p_id"), S.tenant_id == bindparam("p_tenant"))
+    .values(paused=bindparam("p_paused"), next_fire_at=bindparam("p_next"), updated_at=db_now())
+    .returning(*_SCHEDULE_COLUMNS)
+)
+DELETE_SCHEDULE = (
+    delete(schedules).where(S.id == bindparam("p_id"), S.tenant_id == bindparam("p_tenant")).returning(S.id)
+)
+SELECT_DUE_SCHEDULES = (
+    select(*_SCHEDULE_COLUMNS)
+    .where(S.paused.is_(False), S.next_fire_at <= db_now())
+    .order_by(S.next_fire_at)
+    .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
+)
+NEXT_SCHEDULE_DUE = select(func.min(S.next_fire_at)).where(S.paused.is_(False))
+# Moves on only from the fire time it was read at: a second leader that read the same row changes nothing.
+ADVANCE_SCHEDULE = (
+    update(schedules)
+    .where(S.id == bindparam("p_id"), S.next_fire_at == bindparam("p_expected"))
+    .values(
+        next_fire_at=bindparam("p_next"),
+        last_fired_at=bindparam("p_fired_at"),
+        last_job_id=bindparam("p_job_id"),
+        last_error=bindparam("p_error"),
+        updated_at=db_now(),
+    )
+)
+LIST_SCHEDULE_FIRES = (
+    select(SF.fire_time, SF.job_id, SF.error, SF.fired_at)
+    .where(SF.schedule_id == bindparam("p_id"))
+    .order_by(SF.fire_time.desc())
+    .limit(bindparam("p_limit"))
+)
+
+
+def insert_fire_unless_taken(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: a row back means this process fires (schedule, fire time)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect == "postgresql" else sqlite
+    return (
+        module.insert(schedule_fires)
+        .values(
+            schedule_id=bindparam("p_id"),
+            fire_time=bindparam("p_fire_time"),
+            job_id=bindparam("p_job_id"),
+            error=bindparam("p_error"),
+            fired_at=db_now(),
+        )
+        .on_conflict_do_nothing(index_elements=["schedule_id", "fire_time"])
+        .returning(schedule_fires.c.schedule_id)
+    )
+
+
+# --- webhooks ---------------------------------------------------------------------------------------
+_WEBHOOK_COLUMNS = (W.id, W.tenant_id, W.url, W.events, W.description, W.active, W.created_at)
+INSERT_WEBHOOK = insert(webhooks).returning(*_WEBHOOK_COLUMNS)
+SELECT_WEBHOOK = select(*_WEBHOOK_COLUMNS).where(W.id == bindparam("p_id"), W.tenant_id == bindparam("p_tenant"))
+LIST_WEBHOOKS = select(*_WEBHOOK_COLUMNS).where(W.tenant_id == bindparam("p_tenant")).order_by(W.id)
+DELETE_WEBHOOK = delete(webhooks).where(W.id == bindparam("p_id"), W.tenant_id == bindparam("p_tenant")).returning(W.id)
+SET_WEBHOOK_ACTIVE = (
+    update(webhooks)
+    .where(W.id == bindparam("p_id"), W.tenant_id == bindparam("p_tenant"))
+    .values(active=bindparam("p_active"))
+    .returning(*_WEBHOOK_COLUMNS)
+)
+SELECT_SUBSCRIBED_WEBHOOKS = select(W.id, W.tenant_id, W.url, W.events).where(
+    W.active.is_(True), W.tenant_id.in_(bindparam("p_tenants", expanding=True))
+)
+SELECT_JOB_WEBHOOK_URLS = select(J.id, J.webhook_url).where(
+    J.id.in_(bindparam("p_ids", expanding=True)), J.webhook_url.is_not(None)
+)
+INSERT_DELIVERIES = insert(webhook_deliveries)
+_DELIVERY_COLUMNS = (
+    WD.id, WD.tenant_id, WD.webhook_id, WD.event_id, WD.event_type, WD.job_id, WD.url, WD.status, WD.attempts,
+    WD.next_attempt_at, WD.response_code, WD.last_error, WD.created_at, WD.updated_at,
+)  # fmt: skip
+_DUE_DELIVERY_IDS = (
+    select(WD.id)
+    .where(WD.status == "pending", WD.next_attempt_at <= db_now())
+    .order_by(WD.next_attempt_at)
+    .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+# Claiming a delivery leases it (its due time moves ahead) so a leader change does not send it twice at once.
+CLAIM_DUE_DELIVERIES = (
+    update(webhook_deliveries)
+    .where(WD.id.in_(_DUE_DELIVERY_IDS), WD.status == "pending")
+    .values(attempts=WD.attempts + 1, next_attempt_at=db_now_plus(bindparam("p_lease")), updated_at=db_now())
+    .returning(WD.id, WD.tenant_id, WD.webhook_id, WD.event_type, WD.url, WD.body, WD.attempts)
+)
+SELECT_WEBHOOK_SECRETS = select(W.id, W.secret).where(W.id.in_(bindparam("p_ids", expanding=True)))
+RECORD_DELIVERY = (
+    update(webhook_deliveries)
+    .where(WD.id == bindparam("p_id"), WD.attempts == bindparam("p_attempt"), WD.status == "pending")
+    .values(
+        status=bindparam("p_status"),
+        response_code=bindparam("p_code"),
+        last_error=bindparam("p_error"),
+        next_attempt_at=db_now_plus(bindparam("p_delay")),
+        updated_at=db_now(),
+    )
+)
+COUNT_DELIVERIES_BY_STATUS = select(WD.status, func.count().label("n")).group_by(WD.status)
+
+
+def list_deliveries(*, with_status: bool, with_webhook: bool, with_cursor: bool) -> Select[Any]:
+    stmt = select(*_DELIVERY_COLUMNS).where(WD.tenant_id == bindparam("p_tenant"))
+    if with_status:
+        stmt = stmt.where(WD.status == bindparam("p_status"))
+    if with_webhook:
+        stmt = stmt.where(WD.webhook_id == bindparam("p_webhook"))
+    if with_cursor:
+        stmt = stmt.where(WD.id < bindparam("p_before"))
+    return stmt.order_by(WD.id.desc()).limit(bindparam("p_limit"))
+
+
+# --- metrics (cheap: index-backed counts over all tenants) -------------------------------------------
+COUNT_ALL_JOBS_BY_STATUS = select(J.status, func.count().label("n")).group_by(J.status)
+# Only the statuses a partial index covers: counting every succeeded action would scan the whole table.
+COUNT_OPEN_ACTIONS = (
+    select(A.status, func.count().label("n"))
+    .where(A.status.in_([*_CLAIMABLE, _RUNNING, ActionStatus.FAILED.value]))
+    .group_by(A.status)
+)
+
+# --- retention (the leader prunes finished jobs and everything hanging off them, in batches) -----------
+SELECT_EXPIRED_JOBS = (
+    select(J.id)
+    .where(J.finished_at.is_not(None), J.finished_at < db_now_plus(bindparam("p_age")))
+    .order_by(J.finished_at)
+    .limit(bindparam("p_limit"))
+)
+_EXPIRED_IDS: Any = bindparam("p_ids", expanding=True)
+PRUNE_ACTIONS = delete(actions).where(A.job_id.in_(_EXPIRED_IDS))
+PRUNE_OUTBOX = delete(outbox).where(OB.action_id.in_(select(A.id).where(A.job_id.in_(_EXPIRED_IDS))))
+PRUNE_DEDUP = delete(dedup).where(dedup.c.job_id.in_(_EXPIRED_IDS))
+PRUNE_JOB_DELIVERIES = delete(webhook_deliveries).where(WD.job_id.in_(_EXPIRED_IDS))
+PRUNE_JOB_FIRES = delete(schedule_fires).where(SF.job_id.in_(_EXPIRED_IDS))
+PRUNE_JOBS = delete(jobs).where(J.id.in_(_EXPIRED_IDS))
+_OLD_DELIVERIES = (
+    select(WD.id)
+    .where(WD.status != "pending", WD.created_at < db_now_plus(bindparam("p_age")))
+    .limit(bindparam("p_limit"))
+)
+PRUNE_OLD_DELIVERIES = delete(webhook_deliveries).where(WD.id.in_(_OLD_DELIVERIES))
+_OLD_FIRES = (
+    select(SF.schedule_id, SF.fire_time)
+    .where(SF.fired_at < db_now_plus(bindparam("p_age")))
+    .limit(bindparam("p_limit"))
+)
+PRUNE_OLD_FIRES = delete(schedule_fires).where(tuple_(SF.schedule_id, SF.fire_time).in_(_OLD_FIRES))
+
 PING = select(literal(1))
 PG_NOTIFY_OUTBOX = select(func.pg_notify("jobyard_outbox", ""))
 
@@ -454,9 +677,9 @@ PG_NOTIFY_OUTBOX = select(func.pg_notify("jobyard_outbox", ""))
 PG_CREATE_JOB = """
 WITH new_job AS (
     INSERT INTO jobyard_jobs (id, tenant_id, name, metadata, status, total, succeeded, failed, cancelled,
-                              created_at, updated_at)
+                              created_at, updated_at, webhook_url)
     VALUES ($1, $2, $3, $4::jsonb, 'pending', cardinality($5::uuid[]), 0, 0, 0,
-            statement_timestamp(), statement_timestamp())
+            statement_timestamp(), statement_timestamp(), $14)
     RETURNING id, tenant_id, name, metadata, status, total, succeeded, failed, cancelled,
               created_at, started_at, finished_at
 ), new_actions AS (
@@ -471,6 +694,11 @@ WITH new_job AS (
     INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
     SELECT o.action_id, o.queue, o.body, statement_timestamp()
     FROM unnest($5::uuid[], $7::text[], $11::bytea[]) AS o(action_id, queue, body)
+), new_event AS (
+    INSERT INTO jobyard_events (event_id, type, tenant_id, job_id, data, created_at)
+    SELECT gen_random_uuid(), 'job.created', j.tenant_id, j.id,
+           jsonb_build_object('job_id', j.id, 'name', j.name, 'status', j.status, 'total', j.total), j.created_at
+    FROM new_job j
 )
 SELECT new_job.*, pg_notify('jobyard_outbox', '') IS NULL AS notified FROM new_job
 """
@@ -517,7 +745,7 @@ WITH outcome AS (
         updated_at = statement_timestamp()
     FROM outcome o
     WHERE a.id = o.id AND a.attempt = o.attempt AND a.status = 'running'
-    RETURNING a.id, a.job_id, a.status, a.available_at
+    RETURNING a.id, a.job_id, a.type, a.status, a.available_at
 ), retried AS (
     INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
     SELECT d.id, o.queue, o.body, d.available_at FROM done d JOIN outcome o ON o.id = d.id
@@ -529,7 +757,8 @@ WITH outcome AS (
            count(*) FILTER (WHERE status = 'cancelled') AS c
     FROM done WHERE status <> 'retrying' GROUP BY job_id
 ), locked AS (
-    SELECT j.id FROM jobyard_jobs j WHERE j.id IN (SELECT job_id FROM delta) ORDER BY j.id FOR NO KEY UPDATE
+    SELECT j.id, j.ready_at IS NULL AS unready FROM jobyard_jobs j
+    WHERE j.id IN (SELECT job_id FROM delta) ORDER BY j.id FOR NO KEY UPDATE
 ), counted AS (
     UPDATE jobyard_jobs j
     SET succeeded = j.succeeded + d.s, failed = j.failed + d.f, cancelled = j.cancelled + d.c,
@@ -543,10 +772,33 @@ WITH outcome AS (
             ELSE j.status END,
         finished_at = CASE WHEN j.total <= j.succeeded + d.s + j.failed + d.f + j.cancelled + d.c
                            THEN statement_timestamp() ELSE j.finished_at END,
+        ready_at = CASE WHEN j.ready_at IS NULL AND j.total <= j.succeeded + d.s + j.failed + d.f + j.cancelled + d.c
+                        THEN statement_timestamp() ELSE j.ready_at END,
         updated_at = statement_timestamp()
-    FROM delta d
-    WHERE j.id = d.job_id AND j.id IN (SELECT id FROM locked)
-    RETURNING j.id, j.status, j.total, j.succeeded, j.failed, j.cancelled
+    FROM delta d, locked l
+    WHERE j.id = d.job_id AND l.id = j.id
+    RETURNING j.id, j.tenant_id, j.status, j.total, j.succeeded, j.failed, j.cancelled, l.unready,
+              j.succeeded + j.failed + j.cancelled >= j.total
+              AND j.succeeded + j.failed + j.cancelled - d.s - d.f - d.c < j.total AS became_final
+), new_events AS (
+    -- Domain events in the same transaction: per job action.failed, then job.ready (when the job finished before
+    -- the readiness sweep saw it), then job.completed; the ORDER BY gives their ids that order.
+    INSERT INTO jobyard_events (event_id, type, tenant_id, job_id, action_id, data, created_at)
+    SELECT gen_random_uuid(), e.type, e.tenant_id, e.job_id, e.action_id, e.data, statement_timestamp()
+    FROM (
+        SELECT 0 AS kind, 'action.failed' AS type, c.tenant_id, d.job_id, d.id AS action_id,
+               jsonb_build_object('job_id', d.job_id, 'action_id', d.id, 'type', d.type, 'error', o.error) AS data
+        FROM done d JOIN counted c ON c.id = d.job_id JOIN outcome o ON o.id = d.id WHERE d.status = 'failed'
+        UNION ALL
+        SELECT 1, 'job.ready', c.tenant_id, c.id, NULL::uuid, jsonb_build_object('job_id', c.id, 'total', c.total)
+        FROM counted c WHERE c.became_final AND c.unready AND c.status <> 'cancelled'
+        UNION ALL
+        SELECT 2, 'job.completed', c.tenant_id, c.id, NULL::uuid,
+               jsonb_build_object('job_id', c.id, 'status', c.status, 'total', c.total, 'succeeded', c.succeeded,
+                                  'failed', c.failed, 'cancelled', c.cancelled)
+        FROM counted c WHERE c.became_final
+    ) e
+    ORDER BY e.job_id, e.kind
 )
 SELECT d.id, d.job_id, d.status, c.status AS job_status,
        c.succeeded + c.failed + c.cancelled >= c.total AS job_finished

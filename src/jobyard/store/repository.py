@@ -23,6 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from jobyard import domain_events as ev
 from jobyard import jsonutil, messages
 from jobyard.config import Settings
 from jobyard.errors import Conflict, NotFound, StoreError, StoreUnavailable
@@ -38,6 +39,7 @@ from jobyard.model import (
     Outcome,
     OutcomeKind,
 )
+from jobyard.schedules import ScheduleRecord
 from jobyard.store import queries as q
 from jobyard.store.dbtime import db_now
 
@@ -240,6 +242,38 @@ def _joined_action(job_id: UUID, row: asyncpg.Record) -> ActionRecord:
     )
 
 
+def _schedule(row: Row[*tuple[Any, ...]]) -> ScheduleRecord:
+    values = dict(row._mapping)
+    for key in ("next_fire_at", "last_fired_at", "created_at", "updated_at"):
+        values[key] = _utc(values[key])
+    values["paused"] = bool(values["paused"])
+    return ScheduleRecord(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledJob:
+    name: str | None
+    metadata: dict[str, Any]
+    actions: list[ActionSpecIn]
+
+
+@dataclass(frozen=True, slots=True)
+class FireDecision:
+    """What to do with a due schedule: run ``job`` for ``fire_time`` (if any), then wait for ``next_fire_at``."""
+
+    fire_time: datetime | None
+    next_fire_at: datetime
+    job: ScheduledJob | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FireOutcome:
+    schedule: ScheduleRecord
+    decision: FireDecision
+    job_id: UUID | None  # None: skipped, failed to build, or another leader fired this time already
+
+
 _COMPLETE_STATEMENT = {
     OutcomeKind.SUCCEEDED: q.COMPLETE_SUCCEEDED,
     OutcomeKind.RETRY: q.COMPLETE_RETRY,
@@ -379,6 +413,8 @@ class Repository:
         actions: Sequence[ActionSpecIn],
         connection: AsyncConnection | None = None,
         dedup: Sequence[DedupKey] = (),
+        webhook_url: str | None = None,
+        job_id: UUID | None = None,
     ) -> tuple[JobRecord, list[UUID]]:
         """Insert the job, its actions and their outbox rows in one transaction.
 
@@ -387,10 +423,11 @@ class Repository:
         no action ids; a key held for a different request raises ``Conflict``. The keys' unique constraint makes
         this safe against concurrent submissions.
         """
-        job_id = uuid7()
+        job_id = job_id or uuid7()
         action_ids = [uuid7() for _ in actions]
         if self._fast and connection is None and not dedup:
-            return await self._create_job_pg(tenant_id, name, metadata, actions, job_id, action_ids), action_ids
+            job = await self._create_job_pg(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url)
+            return job, action_ids
         job_row = {
             "id": job_id,
             "tenant_id": tenant_id,
@@ -401,7 +438,9 @@ class Repository:
             "succeeded": 0,
             "failed": 0,
             "cancelled": 0,
+            "webhook_url": webhook_url,
         }
+        created_event = ev.event_values(ev.JOB_CREATED, tenant_id, job_id, ev.job_created(job_id, name, len(actions)))
         action_rows = []
         outbox_rows = []
         for seq, (aid, spec) in enumerate(zip(action_ids, actions, strict=True)):
@@ -466,6 +505,7 @@ class Repository:
             ).one()
             await conn.execute(q.INSERT_ACTIONS.values(created_at=now, updated_at=now, available_at=now), action_rows)
             await conn.execute(q.INSERT_OUTBOX.values(available_at=now), outbox_rows)
+            await conn.execute(q.INSERT_EVENTS.values(created_at=now), [created_event])
             if self.dialect == "postgresql":
                 await conn.execute(q.PG_NOTIFY_OUTBOX)
             return row
@@ -494,6 +534,7 @@ class Repository:
         actions: Sequence[ActionSpecIn],
         job_id: UUID,
         action_ids: list[UUID],
+        webhook_url: str | None,
     ) -> JobRecord:
         """The job, its actions, their outbox rows and the relay's wake-up in one statement: one round trip."""
         types, queues, payloads, attempts, timeouts, bodies = [], [], [], [], [], []
@@ -536,6 +577,7 @@ class Repository:
                 bodies,
                 concurrency_keys,
                 concurrency_limits,
+                webhook_url,
             )
         self._outbox_event.set()
         assert row is not None
@@ -737,6 +779,7 @@ class Repository:
             return await self._complete_actions_pg(outcomes)
         accepted: list[Completion] = []
         delta: dict[UUID, list[int]] = defaultdict(lambda: [0, 0, 0])
+        failed: list[tuple[UUID, UUID, str, str | None]] = []  # action, job, type, error: action.failed events
         wrote_outbox = False
         async with self._tx() as conn:
             for outcome in outcomes:
@@ -774,17 +817,10 @@ class Repository:
                 else:
                     counters = delta[row.job_id]
                     counters[{"succeeded": 0, "failed": 1, "cancelled": 2}[_FINAL_STATUS[kind].value]] += 1
+                    if kind is OutcomeKind.FAILED:
+                        failed.append((outcome.action_id, row.job_id, row.type, outcome.error))
                 accepted.append(Completion(outcome.action_id, row.job_id, _FINAL_STATUS[kind]))
-            job_state: dict[UUID, tuple[JobStatus, bool]] = {}
-            for job_id, (s, f, c) in delta.items():
-                jrow = (
-                    await conn.execute(
-                        q.ADD_TO_JOB_COUNTERS,
-                        {"p_job_id": job_id, "p_succeeded": s, "p_failed": f, "p_cancelled": c},
-                    )
-                ).one()
-                finished = jrow.succeeded + jrow.failed + jrow.cancelled >= jrow.total
-                job_state[job_id] = (JobStatus(jrow.status), finished)
+            job_state = await self._add_to_job_counters(conn, delta, failed)
         for completion in accepted:
             state = job_state.get(completion.job_id)
             if state is not None:
@@ -792,6 +828,48 @@ class Repository:
         if wrote_outbox:
             self._outbox_event.set()
         return accepted
+
+    async def _add_to_job_counters(
+        self,
+        conn: AsyncConnection,
+        delta: dict[UUID, list[int]],
+        failed: Sequence[tuple[UUID, UUID, str, str | None]] = (),
+    ) -> dict[UUID, tuple[JobStatus, bool]]:
+        """Move the jobs' counters and write their domain events in order: action.failed, job.ready, job.completed.
+
+        (The portable twin of the counting part of ``q.PG_COMPLETE_ACTIONS``.)
+        """
+        job_state: dict[UUID, tuple[JobStatus, bool]] = {}
+        if not delta:
+            return job_state
+        unready = {r.id for r in await conn.execute(q.SELECT_UNREADY_JOBS, {"p_ids": sorted(delta)})}
+        tenants: dict[UUID, str] = {}
+        closing: list[dict[str, Any]] = []
+        for job_id, (s, f, c) in sorted(delta.items()):
+            jrow = (
+                await conn.execute(
+                    q.ADD_TO_JOB_COUNTERS, {"p_job_id": job_id, "p_succeeded": s, "p_failed": f, "p_cancelled": c}
+                )
+            ).one()
+            tenants[job_id] = jrow.tenant_id
+            done = jrow.succeeded + jrow.failed + jrow.cancelled
+            finished = done >= jrow.total
+            job_state[job_id] = (JobStatus(jrow.status), finished)
+            if finished and done - (s + f + c) < jrow.total:
+                if job_id in unready and jrow.status != JobStatus.CANCELLED.value:
+                    closing.append(
+                        ev.event_values(ev.JOB_READY, jrow.tenant_id, job_id, ev.job_ready(job_id, jrow.total))
+                    )
+                data = ev.job_completed(job_id, jrow.status, jrow.total, jrow.succeeded, jrow.failed, jrow.cancelled)
+                closing.append(ev.event_values(ev.JOB_COMPLETED, jrow.tenant_id, job_id, data))
+        rows = [
+            ev.event_values(ev.ACTION_FAILED, tenants[job], job, ev.action_failed(job, action, type_, error), action)
+            for action, job, type_, error in failed
+        ]
+        rows.extend(closing)
+        if rows:
+            await conn.execute(q.INSERT_EVENTS.values(created_at=db_now()), rows)
+        return job_state
 
     async def _complete_actions_pg(self, outcomes: Sequence[Outcome]) -> list[Completion]:
         """The whole batch in one statement (see ``q.PG_COMPLETE_ACTIONS``): one round trip per batch."""
@@ -862,10 +940,7 @@ class Repository:
             running = [r.id for r in await conn.execute(q.SELECT_RUNNING_ACTION_IDS, {"p_id": job_id})]
             if cancelled:
                 await conn.execute(q.DELETE_OUTBOX_FOR_ACTIONS, {"p_ids": cancelled})
-            await conn.execute(
-                q.ADD_TO_JOB_COUNTERS,
-                {"p_job_id": job_id, "p_succeeded": 0, "p_failed": 0, "p_cancelled": len(cancelled)},
-            )
+            await self._add_to_job_counters(conn, {job_id: [0, 0, len(cancelled)]})
         return CancelResult(job_id, cancelled, running)
 
     async def requeue_failed(self, tenant_id: str, action_id: UUID, *, extra_attempts: int) -> ClaimedAction:
@@ -1039,6 +1114,274 @@ class Repository:
             params["p_before"] = before
         async with self._tx() as conn:
             return [_action(r) for r in await conn.execute(stmt, params)]
+
+    # --- domain events ------------------------------------------------------------------------------
+    async def dispatch_events(self, limit: int, publish: Callable[[list[ev.EventRow]], Awaitable[None]]) -> int:
+        """Hand a batch of event rows to ``publish`` (the broker, with confirms), then, in the same transaction,
+        turn them into webhook deliveries and delete them. If ``publish`` raises, the rows stay for the next try.
+        """
+        async with self._tx() as conn:
+            rows = [
+                ev.EventRow(r.id, r.event_id, r.type, r.tenant_id, r.job_id, r.action_id, r.data, _utc(r.created_at))  # type: ignore[arg-type]
+                for r in await conn.execute(q.SELECT_EVENTS, {"p_limit": limit})
+            ]
+            if not rows:
+                return 0
+            await publish(rows)
+            tenants = sorted({r.tenant_id for r in rows})
+            targets = [
+                ev.WebhookTarget(w.id, w.tenant_id, w.url, list(w.events or []))
+                for w in await conn.execute(q.SELECT_SUBSCRIBED_WEBHOOKS, {"p_tenants": tenants})
+            ]
+            completed = [r.job_id for r in rows if r.type == ev.JOB_COMPLETED]
+            job_urls: dict[UUID, str] = {}
+            if completed:
+                result = await conn.execute(q.SELECT_JOB_WEBHOOK_URLS, {"p_ids": completed})
+                job_urls = {r.id: r.webhook_url for r in result}
+            deliveries = ev.plan_deliveries(rows, targets, job_urls)
+            if deliveries:
+                now = db_now()
+                await conn.execute(
+                    q.INSERT_DELIVERIES.values(next_attempt_at=now, created_at=now, updated_at=now), deliveries
+                )
+            await conn.execute(q.DELETE_EVENTS, {"p_ids": [r.id for r in rows]})
+        return len(rows)
+
+    async def mark_ready_jobs(self, limit: int = 500) -> int:
+        """The job.ready sweep: jobs whose every action's first message has left the outbox become ready."""
+        async with self._tx() as conn:
+            ids = [r.id for r in await conn.execute(q.SELECT_NEWLY_READY_JOBS, {"p_limit": limit})]
+            if not ids:
+                return 0
+            marked = (await conn.execute(q.MARK_JOBS_READY, {"p_ids": ids})).all()
+            rows = [
+                ev.event_values(ev.JOB_READY, r.tenant_id, r.id, ev.job_ready(r.id, r.total))
+                for r in marked
+                if r.status != JobStatus.CANCELLED.value
+            ]
+            if rows:
+                await conn.execute(q.INSERT_EVENTS.values(created_at=db_now()), rows)
+        return len(rows)
+
+    async def backlogs(self) -> dict[str, tuple[int, datetime | None]]:
+        """Rows waiting (and the oldest one's time) in the action outbox (due rows only) and the event outbox."""
+        async with self._tx() as conn:
+            outbox_n, outbox_oldest = (await conn.execute(q.OUTBOX_BACKLOG)).one()
+            events_n, events_oldest = (await conn.execute(q.EVENTS_BACKLOG)).one()
+        return {"outbox": (int(outbox_n), _utc(outbox_oldest)), "events": (int(events_n), _utc(events_oldest))}
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        """Jobs by status and open (plus dead-lettered) actions by status, over every tenant; for /metrics."""
+        async with self._tx() as conn:
+            jobs = {r.status: int(r.n) for r in await conn.execute(q.COUNT_ALL_JOBS_BY_STATUS)}
+            acts = {r.status: int(r.n) for r in await conn.execute(q.COUNT_OPEN_ACTIONS)}
+            deliveries = {r.status: int(r.n) for r in await conn.execute(q.COUNT_DELIVERIES_BY_STATUS)}
+        return {"jobs": jobs, "actions": acts, "webhook_deliveries": deliveries}
+
+    # --- schedules ----------------------------------------------------------------------------------
+    async def create_schedule(self, values: dict[str, Any]) -> ScheduleRecord:
+        async with self._tx() as conn:
+            return _schedule((await conn.execute(q.INSERT_SCHEDULE, [values])).one())
+
+    async def get_schedule(self, tenant_id: str, schedule_id: UUID) -> ScheduleRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SELECT_SCHEDULE, {"p_id": schedule_id, "p_tenant": tenant_id})).first()
+        return _schedule(row) if row is not None else None
+
+    async def list_schedules(self, tenant_id: str, limit: int = 500) -> list[ScheduleRecord]:
+        async with self._tx() as conn:
+            return [
+                _schedule(r) for r in await conn.execute(q.LIST_SCHEDULES, {"p_tenant": tenant_id, "p_limit": limit})
+            ]
+
+    async def set_schedule_paused(
+        self, tenant_id: str, schedule_id: UUID, paused: bool, next_fire_at: datetime
+    ) -> ScheduleRecord:
+        params = {"p_id": schedule_id, "p_tenant": tenant_id, "p_paused": paused, "p_next": next_fire_at}
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SET_SCHEDULE_PAUSED, params)).first()
+        if row is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        return _schedule(row)
+
+    async def delete_schedule(self, tenant_id: str, schedule_id: UUID) -> None:
+        async with self._tx() as conn:
+            if (await conn.execute(q.DELETE_SCHEDULE, {"p_id": schedule_id, "p_tenant": tenant_id})).first() is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+
+    async def schedule_fires(self, schedule_id: UUID, limit: int = 20) -> list[dict[str, Any]]:
+        async with self._tx() as conn:
+            rows = await conn.execute(q.LIST_SCHEDULE_FIRES, {"p_id": schedule_id, "p_limit": limit})
+            return [
+                {"fire_time": _utc(r.fire_time), "job_id": r.job_id, "error": r.error, "fired_at": _utc(r.fired_at)}
+                for r in rows
+            ]
+
+    async def next_schedule_due(self) -> datetime | None:
+        async with self._tx() as conn:
+            return _utc((await conn.execute(q.NEXT_SCHEDULE_DUE)).scalar())
+
+    async def fire_due_schedules(
+        self, limit: int, fire: Callable[[ScheduleRecord], Awaitable[FireDecision]]
+    ) -> list[FireOutcome]:
+        """Fire the due schedules: ``fire`` decides each (fire time, job, next fire time); one transaction each.
+
+        The fire row's primary key (schedule_id, fire_time) makes each fire time run at most once, whichever
+        leader gets there, and the schedule only moves on from the due time it was read at.
+        """
+        async with self._tx() as conn:
+            due = [_schedule(r) for r in await conn.execute(q.SELECT_DUE_SCHEDULES, {"p_limit": limit})]
+        fired: list[FireOutcome] = []
+        for schedule in due:
+            decision = await fire(schedule)
+            job_id: UUID | None = None
+            async with self._tx() as conn:
+                if decision.fire_time is not None:
+                    planned = uuid7() if decision.job is not None else None
+                    taken = await conn.execute(
+                        q.insert_fire_unless_taken(self.dialect),
+                        {"p_id": schedule.id, "p_fire_time": decision.fire_time, "p_job_id": planned,
+                         "p_error": decision.error},
+                    )  # fmt: skip
+                    if taken.first() is not None and decision.job is not None:
+                        job, _ = await self.create_job(
+                            tenant_id=schedule.tenant_id,
+                            name=decision.job.name,
+                            metadata=decision.job.metadata,
+                            actions=decision.job.actions,
+                            connection=conn,
+                            job_id=planned,
+                        )
+                        job_id = job.id
+                await conn.execute(
+                    q.ADVANCE_SCHEDULE,
+                    {
+                        "p_id": schedule.id,
+                        "p_expected": schedule.next_fire_at,
+                        "p_next": decision.next_fire_at,
+                        "p_fired_at": decision.fire_time or schedule.last_fired_at,
+                        "p_job_id": job_id or schedule.last_job_id,
+                        "p_error": decision.error,
+                    },
+                )
+            if job_id is not None:
+                self._outbox_event.set()
+            fired.append(FireOutcome(schedule, decision, job_id))
+        return fired
+
+    # --- webhooks -----------------------------------------------------------------------------------
+    async def create_webhook(self, values: dict[str, Any]) -> dict[str, Any]:
+        async with self._tx() as conn:
+            return dict((await conn.execute(q.INSERT_WEBHOOK.values(created_at=db_now()), [values])).one()._mapping)
+
+    async def list_webhooks(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with self._tx() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q.LIST_WEBHOOKS, {"p_tenant": tenant_id})]
+
+    async def get_webhook(self, tenant_id: str, webhook_id: UUID) -> dict[str, Any]:
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SELECT_WEBHOOK, {"p_id": webhook_id, "p_tenant": tenant_id})).first()
+        if row is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        return dict(row._mapping)
+
+    async def set_webhook_active(self, tenant_id: str, webhook_id: UUID, active: bool) -> dict[str, Any]:
+        params = {"p_id": webhook_id, "p_tenant": tenant_id, "p_active": active}
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SET_WEBHOOK_ACTIVE, params)).first()
+        if row is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        return dict(row._mapping)
+
+    async def delete_webhook(self, tenant_id: str, webhook_id: UUID) -> None:
+        async with self._tx() as conn:
+            if (await conn.execute(q.DELETE_WEBHOOK, {"p_id": webhook_id, "p_tenant": tenant_id})).first() is None:
+                raise NotFound(f"webhook {webhook_id} not found")
+
+    async def claim_due_deliveries(self, limit: int, lease: float) -> list[dict[str, Any]]:
+        """Take due deliveries for one attempt each; their due time moves ``lease`` seconds ahead meanwhile.
+
+        Each comes with its endpoint's signing secret (None for a job's own ``webhook_url``).
+        """
+        async with self._tx() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in await conn.execute(q.CLAIM_DUE_DELIVERIES, {"p_limit": limit, "p_lease": lease})
+            ]
+            hooks = sorted({r["webhook_id"] for r in rows if r["webhook_id"] is not None})
+            secrets = {}
+            if hooks:
+                secrets = {r.id: r.secret for r in await conn.execute(q.SELECT_WEBHOOK_SECRETS, {"p_ids": hooks})}
+        for row in rows:
+            row["secret"] = secrets.get(row["webhook_id"]) if row["webhook_id"] is not None else None
+            row["body"] = bytes(row["body"])
+        return rows
+
+    async def record_delivery(
+        self, delivery_id: UUID, attempt: int, *, status: str, code: int | None, error: str | None, retry_in: float
+    ) -> bool:
+        params = {
+            "p_id": delivery_id,
+            "p_attempt": attempt,
+            "p_status": status,
+            "p_code": code,
+            "p_error": error,
+            "p_delay": retry_in,
+        }
+        async with self._tx() as conn:
+            return bool((await conn.execute(q.RECORD_DELIVERY, params)).rowcount)
+
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        *,
+        status: str | None = None,
+        webhook_id: UUID | None = None,
+        before: UUID | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        stmt = q.list_deliveries(
+            with_status=status is not None, with_webhook=webhook_id is not None, with_cursor=before is not None
+        )
+        params: dict[str, Any] = {"p_tenant": tenant_id, "p_limit": limit}
+        if status is not None:
+            params["p_status"] = status
+        if webhook_id is not None:
+            params["p_webhook"] = webhook_id
+        if before is not None:
+            params["p_before"] = before
+        async with self._tx() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(stmt, params)]
+        for row in rows:
+            for key in ("next_attempt_at", "created_at", "updated_at"):
+                row[key] = _utc(row[key])
+        return rows
+
+    # --- retention ----------------------------------------------------------------------------------
+    async def prune_finished(self, older_than: float, batch: int) -> dict[str, int]:
+        """Delete one batch of jobs finished more than ``older_than`` seconds ago, with their actions, outbox,
+        dedup keys, webhook deliveries and fire rows; then old deliveries and fire rows. Counts what went.
+        """
+        age = -older_than
+        pruned = {"jobs": 0, "webhook_deliveries": 0, "schedule_fires": 0}
+        async with self._tx() as conn:
+            ids = [r.id for r in await conn.execute(q.SELECT_EXPIRED_JOBS, {"p_age": age, "p_limit": batch})]
+            if ids:
+                params = {"p_ids": ids}
+                for statement in (
+                    q.PRUNE_OUTBOX,
+                    q.PRUNE_ACTIONS,
+                    q.PRUNE_DEDUP,
+                    q.PRUNE_JOB_DELIVERIES,
+                    q.PRUNE_JOB_FIRES,
+                ):
+                    await conn.execute(statement, params)
+                pruned["jobs"] = (await conn.execute(q.PRUNE_JOBS, params)).rowcount or 0
+        async with self._tx() as conn:
+            old = {"p_age": age, "p_limit": batch}
+            pruned["webhook_deliveries"] = (await conn.execute(q.PRUNE_OLD_DELIVERIES, old)).rowcount or 0
+            pruned["schedule_fires"] = (await conn.execute(q.PRUNE_OLD_FIRES, old)).rowcount or 0
+        return pruned
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

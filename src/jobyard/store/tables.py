@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -45,8 +46,23 @@ jobs = Table(
     Column("started_at", TS),
     Column("finished_at", TS),
     Column("updated_at", TS, nullable=False),
+    Column("webhook_url", String(2000)),  # POSTed the job.completed event (signed) when the job is final
+    Column("ready_at", TS),  # when every action's first message had left the outbox (the job.ready event)
     Index("ix_jobyard_jobs_tenant_id", "tenant_id", "id"),
     Index("ix_jobyard_jobs_tenant_status_id", "tenant_id", "status", "id"),
+    # The job.ready sweep scans only jobs not ready yet; retention scans finished jobs by age.
+    Index(
+        "ix_jobyard_jobs_not_ready",
+        "id",
+        postgresql_where=text("ready_at IS NULL"),
+        sqlite_where=text("ready_at IS NULL"),
+    ),
+    Index(
+        "ix_jobyard_jobs_finished_at",
+        "finished_at",
+        postgresql_where=text("finished_at IS NOT NULL"),
+        sqlite_where=text("finished_at IS NOT NULL"),
+    ),
 )
 
 actions = Table(
@@ -135,4 +151,101 @@ outbox = Table(
     Column("body", LargeBinary, nullable=False),
     Column("available_at", TS, nullable=False),
     Index("ix_jobyard_outbox_due", "available_at", "id"),
+    Index("ix_jobyard_outbox_action", "action_id"),  # the job.ready sweep and cancellation look rows up by action
+)
+
+# Domain events (job.created, job.ready, job.completed, action.failed): written in the transaction of the state
+# change, published to the ``jobyard.events`` exchange by the leading relay (with confirms), then deleted.
+events = Table(
+    "jobyard_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", Uuid, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("job_id", Uuid, nullable=False),
+    Column("action_id", Uuid),
+    Column("data", JSONType, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+schedules = Table(
+    "jobyard_schedules",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("cron", String(200)),  # exactly one of cron and interval_seconds is set
+    Column("interval_seconds", Float),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("job", JSONType, nullable=False),  # the job template: name, actions, metadata
+    Column("missed", String(16), nullable=False, server_default="skip"),  # skip | run_once
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("next_fire_at", TS, nullable=False),
+    Column("last_fired_at", TS),
+    Column("last_job_id", Uuid),
+    Column("last_error", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_jobyard_schedules_tenant", "tenant_id", "id"),
+    Index(
+        "ix_jobyard_schedules_due",
+        "next_fire_at",
+        postgresql_where=text("NOT paused"),
+        sqlite_where=text("NOT paused"),
+    ),
+)
+
+# One row per fire: the primary key (schedule_id, fire_time) is what makes a leader change never fire twice.
+schedule_fires = Table(
+    "jobyard_schedule_fires",
+    metadata,
+    Column("schedule_id", Uuid, primary_key=True),
+    Column("fire_time", TS, primary_key=True),
+    Column("job_id", Uuid),
+    Column("error", Text),
+    Column("fired_at", TS, nullable=False),
+    Index("ix_jobyard_schedule_fires_fired_at", "fired_at"),
+)
+
+webhooks = Table(
+    "jobyard_webhooks",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("secret", String(200), nullable=False),  # needed in clear to sign; shown to the client once
+    Column("events", JSONType, nullable=False),  # event types it receives
+    Column("description", String(500)),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", TS, nullable=False),
+    Index("ix_jobyard_webhooks_tenant", "tenant_id", "id"),
+)
+
+webhook_deliveries = Table(
+    "jobyard_webhook_deliveries",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("webhook_id", Uuid),  # NULL: the job's own webhook_url (signed with JOBYARD_WEBHOOK_SECRET)
+    Column("event_id", Uuid, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("job_id", Uuid),
+    Column("url", String(2000), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("response_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_jobyard_webhook_deliveries_tenant", "tenant_id", "id"),
+    Index(
+        "ix_jobyard_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    Index("ix_jobyard_webhook_deliveries_created", "created_at"),
 )

@@ -491,8 +491,31 @@
     setLive("idle", "ready");
   }
 
+  // --- schedules: pause, resume and delete through the JSON API, then show the server's new rendering -------
+  function schedulesPage() {
+    setLive("idle", "on demand");
+    for (const button of $$("[data-schedule-do]")) {
+      button.addEventListener("click", async () => {
+        const verb = button.dataset.scheduleDo;
+        const id = button.dataset.id;
+        const box = $("#schedule-message");
+        if (verb === "delete" && !window.confirm("Delete this schedule? Jobs it already submitted stay.")) return;
+        button.disabled = true;
+        try {
+          await api(verb === "delete" ? "DELETE" : "POST",
+            verb === "delete" ? `/api/schedules/${id}` : `/api/schedules/${id}/${verb}`);
+          window.location.reload();
+        } catch (err) {
+          box.className = "error-box";
+          box.textContent = err.message;
+          button.disabled = false;
+        }
+      });
+    }
+  }
+
   const pages = { jobs: jobsPage, job: jobPage, queues: queuesPage, workers: workersPage, dead: deadLettersPage,
-    submit: submitPage };
+    submit: submitPage, schedules: schedulesPage, webhooks: () => setLive("idle", "on demand") };
   const start = pages[document.body.dataset.page];
   if (start) start();
 })();

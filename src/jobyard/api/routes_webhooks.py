@@ -1,0 +1,88 @@
+"""Webhooks under ``/api/webhooks``: the tenant's endpoints (the secret is shown once) and the delivery log."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from jobyard.api import deps, schemas
+from jobyard.api.views import delivery_view, webhook_view
+from jobyard.ids import uuid7
+from jobyard.runtime import Runtime
+from jobyard.webhooks import WebhookTargetRefused
+
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+
+RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
+TenantDep = Annotated[str, Depends(deps.tenant)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.ErrorOut, "description": "no such webhook"}}
+
+
+async def check_target(rt: Runtime, url: str, loc: tuple[str | int, ...]) -> None:
+    """Refuse a URL the SSRF guard would refuse at delivery, now, as a 422 naming the field."""
+    try:
+        await rt.webhook_guard.check(url)
+    except WebhookTargetRefused as exc:
+        raise WebhookTargetRefused(exc.message, loc) from None
+
+
+@router.post("", status_code=201, response_model=schemas.WebhookCreated, summary="Register a webhook endpoint")
+async def create_webhook(body: schemas.WebhookIn, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    await check_target(rt, body.url, ("body", "url"))
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    row = await rt.repo.create_webhook(
+        {
+            "id": uuid7(),
+            "tenant_id": tenant,
+            "url": body.url,
+            "secret": secret,
+            "events": sorted(set(body.events)),
+            "description": body.description,
+            "active": True,
+        }
+    )
+    # audit: webhook.created (tenant, row["id"], body.url)
+    return deps.json_response({**webhook_view(row), "secret": secret}, status_code=201)
+
+
+@router.get("", response_model=schemas.WebhookList, summary="The tenant's webhook endpoints (without secrets)")
+async def list_webhooks(rt: RuntimeDep, tenant: TenantDep) -> Response:
+    return deps.json_response({"items": [webhook_view(w) for w in await rt.repo.list_webhooks(tenant)]})
+
+
+@router.get("/deliveries", response_model=schemas.DeliveryPage, summary="The delivery log, newest first")
+async def list_deliveries(
+    rt: RuntimeDep,
+    tenant: TenantDep,
+    status: schemas.DeliveryStatusName | None = None,
+    webhook_id: UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: UUID | None = None,
+) -> Response:
+    rows = await rt.repo.list_deliveries(tenant, status=status, webhook_id=webhook_id, before=cursor, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    return deps.json_response(
+        {"items": [delivery_view(r) for r in page], "next_cursor": page[-1]["id"] if more and page else None}
+    )
+
+
+@router.get("/{webhook_id}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="One webhook")
+async def get_webhook(webhook_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    return deps.json_response(webhook_view(await rt.repo.get_webhook(tenant, webhook_id)))
+
+
+@router.patch("/{webhook_id}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="Enable or disable")
+async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    row = await rt.repo.set_webhook_active(tenant, webhook_id, body.active)
+    # audit: webhook.enabled / webhook.disabled (tenant, webhook_id)
+    return deps.json_response(webhook_view(row))
+
+
+@router.delete("/{webhook_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a webhook endpoint")
+async def delete_webhook(webhook_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+    await rt.repo.delete_webhook(tenant, webhook_id)
+    # audit: webhook.deleted (tenant, webhook_id)
+    return Response(status_code=204)
