@@ -21,7 +21,7 @@ from jobyard.store import Repository, create_repository
 from tests import services
 
 PG_TEST_DB = f"{services.PG_DB_PREFIX}_test"
-TABLES = "jobyard_outbox, jobyard_actions, jobyard_jobs"
+TABLES = "jobyard_outbox, jobyard_actions, jobyard_jobs, jobyard_api_keys, jobyard_audit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

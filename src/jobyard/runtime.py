@@ -9,6 +9,7 @@ import contextlib
 import logging
 from typing import Any
 
+from jobyard.auth import KeyDirectory, SessionStore
 from jobyard.broker import Broker, create_broker
 from jobyard.config import Settings
 from jobyard.errors import JobyardError
@@ -18,6 +19,7 @@ from jobyard.kv.cache import Cache, UserCache
 from jobyard.kv.ratelimit import RateLimiter, parse_limits
 from jobyard.kv.results import ResultStore
 from jobyard.locks import Lock
+from jobyard.quotas import TenantQuotas
 from jobyard.store import Repository, create_repository
 
 log = logging.getLogger("jobyard.runtime")
@@ -41,6 +43,9 @@ class Runtime:
         self.events = EventBus(self.kv, self.cache)
         self.user_cache = UserCache(self.kv)
         self.rate_limiter = RateLimiter(self.kv, parse_limits(settings.rate_limits), settings.rate_limit_fallback)
+        self.keys = KeyDirectory(self.repo, self.kv, settings.key_cache_ttl)
+        self.sessions = SessionStore(self.kv, settings.session_ttl)
+        self.quotas = TenantQuotas(settings, self.repo, self.kv)
         self._started = False
 
     async def start(self, *, migrate: bool = False) -> None:
