@@ -15,8 +15,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from jobyard.cli_keys import keys_app
 from jobyard.config import Settings
-from jobyard.errors import ClientError, ConfigurationError, JobyardError
+from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError
 
 app = typer.Typer(
     name="jobyard",
@@ -25,9 +26,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
+app.add_typer(keys_app)
+
 Host = Annotated[str | None, typer.Option("--host", envvar="JOBYARD_HOST", help="address to bind")]
 Port = Annotated[int | None, typer.Option("--port", envvar="JOBYARD_PORT", help="port to bind")]
 ApiUrl = Annotated[str, typer.Option("--url", envvar="JOBYARD_URL", help="the jobyard API to talk to")]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="JOBYARD_API_KEY", help="API key (when the API requires keys)")
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -71,12 +77,41 @@ async def _until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
     await stop()
 
 
+def _check_auth_policy(settings: Settings, *, migrate: bool) -> None:
+    """Refuse to start before binding when the auth policy forbids it (the lifespan checks again)."""
+    from jobyard.api.auth import auth_policy_problem, is_loopback
+
+    if settings.auth != "auto" or is_loopback(settings.host):
+        return
+
+    async def main() -> None:
+        from jobyard.store import create_repository
+
+        repo = create_repository(settings)
+        try:
+            if migrate:
+                await repo.migrate()
+            problem = auth_policy_problem(settings, await repo.any_active_api_key())
+        finally:
+            await repo.close()
+        if problem is not None:
+            raise ConfigurationError(problem)
+
+    try:
+        asyncio.run(main())
+    except JobyardError as exc:
+        hint = " (has `jobyard migrate` run?)" if isinstance(exc, StoreError) else ""
+        typer.secho(f"error: {exc}{hint}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
     import uvicorn
 
     from jobyard.api import create_app
     from jobyard.sdk import load_yard
 
+    _check_auth_policy(settings, migrate=migrate or embedded)
     yard = load_yard(settings.app)
     application = create_app(settings, yard, embedded=embedded, migrate=migrate)
     config = uvicorn.Config(
@@ -206,10 +241,10 @@ def migrate() -> None:
     _run(main)
 
 
-def _client(url: str) -> Any:
+def _client(url: str, api_key: str | None) -> Any:
     from jobyard.client import Client
 
-    return Client(url)
+    return Client(url, api_key=api_key)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -232,6 +267,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="wait until the job is final and show its status")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Submit a job of COUNT actions of TYPE; prints the job id."""
     try:
@@ -240,13 +276,13 @@ def submit(
         typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     try:
-        with _client(url) as client:
+        with _client(url, api_key) as client:
             job_id = client.submit([{"type": action_type, "payload": data}] * count, name=name)
             typer.echo(job_id)
         if wait:
             from jobyard.cli_live import follow_job
 
-            status = follow_job(url, job_id, timeout=timeout)
+            status = follow_job(url, job_id, timeout=timeout, api_key=api_key)
             _print_status(status)
             if status["status"] != "succeeded":
                 raise typer.Exit(1)
@@ -264,15 +300,16 @@ def status(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="follow live, a progress bar per action")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to follow at most")] = 3600.0,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Show a job's status, progress and each action's state (live with --follow)."""
     try:
         if follow:
             from jobyard.cli_live import follow_job
 
-            _print_status(follow_job(url, job_id, timeout=timeout))
+            _print_status(follow_job(url, job_id, timeout=timeout, api_key=api_key))
             return
-        with _client(url) as client:
+        with _client(url, api_key) as client:
             _print_status(client.status(job_id))
     except ClientError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
@@ -282,9 +319,9 @@ def status(
         raise typer.Exit(1) from exc
 
 
-def _call_api(url: str, call: Callable[[Any], Any]) -> Any:
+def _call_api(url: str, api_key: str | None, call: Callable[[Any], Any]) -> Any:
     try:
-        with _client(url) as client:
+        with _client(url, api_key) as client:
             return call(client)
     except ClientError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
@@ -295,9 +332,9 @@ def _call_api(url: str, call: Callable[[Any], Any]) -> Any:
 
 
 @app.command()
-def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Cancel a job: waiting actions at once, running ones are asked to stop."""
-    result = _call_api(url, lambda c: c.cancel(job_id))
+    result = _call_api(url, api_key, lambda c: c.cancel(job_id))
     typer.echo(
         f"job {job_id} cancelled: {result['cancelled_actions']} waiting actions cancelled, "
         f"{result['stopping_actions']} running actions asked to stop"
@@ -305,9 +342,9 @@ def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
 
 
 @app.command()
-def retry(action_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def retry(action_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Run a failed action once more."""
-    result = _call_api(url, lambda c: c.retry(action_id))
+    result = _call_api(url, api_key, lambda c: c.retry(action_id))
     typer.echo(f"action {action_id} queued again (up to attempt {result['max_attempts']})")
 
 
@@ -316,9 +353,10 @@ def replay(
     action_id: str,
     max_attempts: Annotated[int | None, typer.Option(help="attempts to give it (default: its type's)")] = None,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Replay a dead letter with a fresh attempt budget."""
-    result = _call_api(url, lambda c: c.replay(action_id, max_attempts))
+    result = _call_api(url, api_key, lambda c: c.replay(action_id, max_attempts))
     typer.echo(f"action {action_id} replayed (up to attempt {result['max_attempts']})")
 
 
@@ -328,9 +366,10 @@ def dead_letters(
     action_type: Annotated[str | None, typer.Option("--type", help="only this action type")] = None,
     limit: Annotated[int, typer.Option(help="most rows to show")] = 50,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """List actions that failed for good (replay them with `jobyard replay ACTION_ID`)."""
-    items = _call_api(url, lambda c: c.dead_letters(queue=queue, type_=action_type, limit=limit))
+    items = _call_api(url, api_key, lambda c: c.dead_letters(queue=queue, type_=action_type, limit=limit))
     if not items:
         typer.echo("no dead letters")
     for item in items:
@@ -343,12 +382,13 @@ def top(
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
     once: Annotated[bool, typer.Option(help="print one screen and exit")] = False,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Queues, throughput and workers, live in the terminal (Ctrl-C to quit)."""
     from jobyard.cli_live import run_top
 
     try:
-        run_top(url, interval=interval, once=once)
+        run_top(url, interval=interval, once=once, api_key=api_key)
     except KeyboardInterrupt:
         pass
     except httpx.HTTPError as exc:

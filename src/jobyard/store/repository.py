@@ -1029,13 +1029,13 @@ class Repository:
         async with self._tx() as conn:
             return (await conn.execute(q.SELECT_ANY_ACTIVE_API_KEY)).first() is not None
 
-    async def revoke_api_key(
-        self, ref: str, *, tenant_id: str | None = None, audit: AuditEntry | None = None
-    ) -> ApiKeyRecord:
-        """Revoke a key given its id or its prefix (only a tenant's with ``tenant_id``); returns it, revoked.
+    async def find_api_key(self, ref: str, *, tenant_id: str | None = None) -> ApiKeyRecord | None:
+        """A key by its id or its prefix (only a tenant's with ``tenant_id``)."""
+        async with self._tx() as conn:
+            row = await self._find_api_key(conn, ref, tenant_id)
+        return _api_key(row) if row is not None else None
 
-        Raises ``NotFound`` for an unknown key and ``Conflict`` for one already revoked.
-        """
+    async def _find_api_key(self, conn: AsyncConnection, ref: str, tenant_id: str | None) -> Any:
         try:
             by_id: UUID | None = UUID(ref)
         except ValueError:
@@ -1043,8 +1043,17 @@ class Repository:
         params: dict[str, Any] = {"p_id": by_id, "p_ref": ref}
         if tenant_id is not None:
             params["p_tenant"] = tenant_id
+        return (await conn.execute(q.select_api_key(with_tenant=tenant_id is not None), params)).first()
+
+    async def revoke_api_key(
+        self, ref: str, *, tenant_id: str | None = None, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
+        """Revoke a key given its id or its prefix (only a tenant's with ``tenant_id``); returns it, revoked.
+
+        Raises ``NotFound`` for an unknown key and ``Conflict`` for one already revoked.
+        """
         async with self._tx() as conn:
-            found = (await conn.execute(q.select_api_key(with_tenant=tenant_id is not None), params)).first()
+            found = await self._find_api_key(conn, ref, tenant_id)
             if found is None:
                 raise NotFound(f"API key {ref} not found")
             row = (await conn.execute(q.REVOKE_API_KEY, {"p_id": found.id})).first()
