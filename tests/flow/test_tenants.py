@@ -14,6 +14,8 @@ import pytest
 import websockets
 
 from jobyard.demo import yard
+from jobyard.errors import ConfigurationError
+from jobyard.store import create_repository
 from tests.harness import Stack, bearer, make_key, stack
 from tests.liveclient import SseEvent, serve, sse_events
 
@@ -273,3 +275,19 @@ async def test_an_unknown_job_id_and_another_tenants_job_id_look_the_same(make_s
         unknown = await s.http.get(f"/api/jobs/{other_id}/status", headers=bearer(bob))
     assert theirs.status_code == unknown.status_code == 404
     assert theirs.json()["detail"].replace(job_id, "ID") == unknown.json()["detail"].replace(other_id, "ID")
+
+
+async def test_an_app_bound_off_loopback_refuses_to_start_without_keys_and_starts_with_one(make_settings: Any) -> None:
+    settings = make_settings(host="0.0.0.0")
+    with pytest.raises(ConfigurationError, match=r"refusing to serve on 0\.0\.0\.0 without API keys"):
+        async with stack(settings, yard):
+            pass
+    repo = create_repository(settings)
+    try:
+        await repo.create_api_key(
+            tenant_id="acme", name=None, prefix="0123456789ab", key_hash="0" * 64, scopes=["admin"]
+        )
+    finally:
+        await repo.close()
+    async with stack(settings, yard) as s:
+        assert (await s.http.get("/api/jobs")).status_code == 401
