@@ -120,3 +120,13 @@ async def stack(settings: Settings, yard: Yard, *, workers: int = 1, kv: Any = N
         from tests.conftest import delete_rabbit_queues
 
         await delete_rabbit_queues(settings.queue_prefix)
+
+
+async def make_key(s: Stack, tenant: str, *scopes: str, name: str | None = None) -> tuple[str, str]:
+    """A new API key of ``tenant`` with ``scopes``: (the key, its id)."""
+    made, record = await s.runtime.keys.create(tenant, list(scopes) or ["jobs:read", "jobs:write"], name)
+    return made.key, str(record.id)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

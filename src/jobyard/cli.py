@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from jobyard.cli_keys import keys_app
 from jobyard.config import Settings
-from jobyard.errors import ClientError, ConfigurationError, JobyardError
+from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError
 
 app = typer.Typer(
     name="jobyard",
@@ -24,12 +25,17 @@ app = typer.Typer(
     add_completion=False,
 )
 
+app.add_typer(keys_app)
+
 Host = Annotated[str | None, typer.Option("--host", envvar="JOBYARD_HOST", help="address to bind")]
 Port = Annotated[int | None, typer.Option("--port", envvar="JOBYARD_PORT", help="port to bind")]
 ApiUrl = Annotated[str, typer.Option("--url", envvar="JOBYARD_URL", help="the jobyard API to talk to")]
 MetricsPort = Annotated[
     int | None,
     typer.Option("--metrics-port", envvar="JOBYARD_METRICS_PORT", help="serve Prometheus metrics on this port"),
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="JOBYARD_API_KEY", help="API key (when the API requires keys)")
 ]
 
 
@@ -73,12 +79,41 @@ async def _until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
     await stop()
 
 
+def _check_auth_policy(settings: Settings, *, migrate: bool) -> None:
+    """Refuse to start before binding when the auth policy forbids it (the lifespan checks again)."""
+    from jobyard.api.auth import auth_policy_problem, is_loopback
+
+    if settings.auth != "auto" or is_loopback(settings.host):
+        return
+
+    async def main() -> None:
+        from jobyard.store import create_repository
+
+        repo = create_repository(settings)
+        try:
+            if migrate:
+                await repo.migrate()
+            problem = auth_policy_problem(settings, await repo.any_active_api_key())
+        finally:
+            await repo.close()
+        if problem is not None:
+            raise ConfigurationError(problem)
+
+    try:
+        asyncio.run(main())
+    except JobyardError as exc:
+        hint = " (has `jobyard migrate` run?)" if isinstance(exc, StoreError) else ""
+        typer.secho(f"error: {exc}{hint}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
     import uvicorn
 
     from jobyard.api import create_app
     from jobyard.sdk import load_yard
 
+    _check_auth_policy(settings, migrate=migrate or embedded)
     yard = load_yard(settings.app)
     application = create_app(settings, yard, embedded=embedded, migrate=migrate)
     config = uvicorn.Config(
@@ -224,10 +259,10 @@ def migrate() -> None:
     _run(main)
 
 
-def _client(url: str) -> Any:
+def _client(url: str, api_key: str | None) -> Any:
     from jobyard.client import Client
 
-    return Client(url)
+    return Client(url, api_key=api_key)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -250,6 +285,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="wait until the job is final and show its status")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Submit a job of COUNT actions of TYPE; prints the job id."""
     try:
@@ -258,13 +294,13 @@ def submit(
         typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     try:
-        with _client(url) as client:
+        with _client(url, api_key) as client:
             job_id = client.submit([{"type": action_type, "payload": data}] * count, name=name)
             typer.echo(job_id)
         if wait:
             from jobyard.cli_live import follow_job
 
-            status = follow_job(url, job_id, timeout=timeout)
+            status = follow_job(url, job_id, timeout=timeout, api_key=api_key)
             _print_status(status)
             if status["status"] != "succeeded":
                 raise typer.Exit(1)
@@ -282,15 +318,16 @@ def status(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="follow live, a progress bar per action")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to follow at most")] = 3600.0,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Show a job's status, progress and each action's state (live with --follow)."""
     try:
         if follow:
             from jobyard.cli_live import follow_job
 
-            _print_status(follow_job(url, job_id, timeout=timeout))
+            _print_status(follow_job(url, job_id, timeout=timeout, api_key=api_key))
             return
-        with _client(url) as client:
+        with _client(url, api_key) as client:
             _print_status(client.status(job_id))
     except ClientError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
@@ -300,9 +337,9 @@ def status(
         raise typer.Exit(1) from exc
 
 
-def _call_api(url: str, call: Callable[[Any], Any]) -> Any:
+def _call_api(url: str, api_key: str | None, call: Callable[[Any], Any]) -> Any:
     try:
-        with _client(url) as client:
+        with _client(url, api_key) as client:
             return call(client)
     except ClientError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
@@ -313,9 +350,9 @@ def _call_api(url: str, call: Callable[[Any], Any]) -> Any:
 
 
 @app.command()
-def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Cancel a job: waiting actions at once, running ones are asked to stop."""
-    result = _call_api(url, lambda c: c.cancel(job_id))
+    result = _call_api(url, api_key, lambda c: c.cancel(job_id))
     typer.echo(
         f"job {job_id} cancelled: {result['cancelled_actions']} waiting actions cancelled, "
         f"{result['stopping_actions']} running actions asked to stop"
@@ -323,9 +360,9 @@ def cancel(job_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
 
 
 @app.command()
-def retry(action_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def retry(action_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Run a failed action once more."""
-    result = _call_api(url, lambda c: c.retry(action_id))
+    result = _call_api(url, api_key, lambda c: c.retry(action_id))
     typer.echo(f"action {action_id} queued again (up to attempt {result['max_attempts']})")
 
 
@@ -334,9 +371,10 @@ def replay(
     action_id: str,
     max_attempts: Annotated[int | None, typer.Option(help="attempts to give it (default: its type's)")] = None,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Replay a dead letter with a fresh attempt budget."""
-    result = _call_api(url, lambda c: c.replay(action_id, max_attempts))
+    result = _call_api(url, api_key, lambda c: c.replay(action_id, max_attempts))
     typer.echo(f"action {action_id} replayed (up to attempt {result['max_attempts']})")
 
 
@@ -346,9 +384,10 @@ def dead_letters(
     action_type: Annotated[str | None, typer.Option("--type", help="only this action type")] = None,
     limit: Annotated[int, typer.Option(help="most rows to show")] = 50,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """List actions that failed for good (replay them with `jobyard replay ACTION_ID`)."""
-    items = _call_api(url, lambda c: c.dead_letters(queue=queue, type_=action_type, limit=limit))
+    items = _call_api(url, api_key, lambda c: c.dead_letters(queue=queue, type_=action_type, limit=limit))
     if not items:
         typer.echo("no dead letters")
     for item in items:
@@ -361,12 +400,13 @@ def top(
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
     once: Annotated[bool, typer.Option(help="print one screen and exit")] = False,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Queues, throughput and workers, live in the terminal (Ctrl-C to quit)."""
     from jobyard.cli_live import run_top
 
     try:
-        run_top(url, interval=interval, once=once)
+        run_top(url, interval=interval, once=once, api_key=api_key)
     except KeyboardInterrupt:
         pass
     except httpx.HTTPError as exc:
@@ -398,6 +438,7 @@ def schedules_create(
     missed: Annotated[str, typer.Option(help="skip | run_once: what to do with fire times missed while down")] = "skip",
     paused: Annotated[bool, typer.Option(help="create it paused")] = False,
     url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
 ) -> None:
     """Create a schedule (give --cron or --every)."""
     try:
@@ -416,13 +457,13 @@ def schedules_create(
         body["cron"] = cron
     if every is not None:
         body["every"] = every
-    _print_schedule(_call_api(url, lambda c: c.create_schedule(body)))
+    _print_schedule(_call_api(url, api_key, lambda c: c.create_schedule(body)))
 
 
 @schedules_app.command("list")
-def schedules_list(url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def schedules_list(url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """List the schedules."""
-    items = _call_api(url, lambda c: c.schedules())
+    items = _call_api(url, api_key, lambda c: c.schedules())
     if not items:
         typer.echo("no schedules")
     for item in items:
@@ -430,21 +471,21 @@ def schedules_list(url: ApiUrl = "http://127.0.0.1:8000") -> None:
 
 
 @schedules_app.command("pause")
-def schedules_pause(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def schedules_pause(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Pause a schedule: it fires no more until resumed."""
-    _print_schedule(_call_api(url, lambda c: c.pause_schedule(schedule_id)))
+    _print_schedule(_call_api(url, api_key, lambda c: c.pause_schedule(schedule_id)))
 
 
 @schedules_app.command("resume")
-def schedules_resume(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def schedules_resume(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Resume a schedule from now on (fire times passed while paused are not made up)."""
-    _print_schedule(_call_api(url, lambda c: c.pause_schedule(schedule_id, paused=False)))
+    _print_schedule(_call_api(url, api_key, lambda c: c.pause_schedule(schedule_id, paused=False)))
 
 
 @schedules_app.command("delete")
-def schedules_delete(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000") -> None:
+def schedules_delete(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """Delete a schedule (jobs it already submitted stay)."""
-    _call_api(url, lambda c: c.delete_schedule(schedule_id))
+    _call_api(url, api_key, lambda c: c.delete_schedule(schedule_id))
     typer.echo(f"schedule {schedule_id} deleted")
 
 

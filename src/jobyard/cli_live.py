@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from jobyard.client import auth_headers
 from jobyard.errors import ClientError
 
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -113,13 +114,16 @@ class JobBars:
             )
 
 
-def follow_job(base_url: str, job_id: str, *, timeout: float, console: Console | None = None) -> dict[str, Any]:
+def follow_job(
+    base_url: str, job_id: str, *, timeout: float, console: Console | None = None, api_key: str | None = None
+) -> dict[str, Any]:
     """Show the job live until it is final; returns its final status view. Raises ``TimeoutError``."""
     console = console or Console()
     bars = JobBars(console)
     deadline = time.monotonic() + timeout
     last_id: str | None = None
-    with httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0, read=60.0)) as http, bars.progress:
+    timeouts = httpx.Timeout(10.0, read=60.0)
+    with httpx.Client(base_url=base_url, timeout=timeouts, headers=auth_headers(api_key)) as http, bars.progress:
         while time.monotonic() < deadline:
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
@@ -174,9 +178,11 @@ def sparkline(values: list[int]) -> str:
     return "".join(ticks[min(len(ticks) - 1, int(v * (len(ticks) - 1) / top))] for v in values)
 
 
-def run_top(base_url: str, *, interval: float, once: bool, console: Console | None = None) -> None:
+def run_top(
+    base_url: str, *, interval: float, once: bool, console: Console | None = None, api_key: str | None = None
+) -> None:
     console = console or Console()
-    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+    with httpx.Client(base_url=base_url, timeout=10.0, headers=auth_headers(api_key)) as http:
         if once:
             console.print(top_frame(http))
             return

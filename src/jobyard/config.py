@@ -62,6 +62,24 @@ class Settings(BaseModel):
         "local", description="when Redis is down: a per-process limiter, admit everything, or refuse everything"
     )
 
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="auto: API keys once any exists; a loopback API may run without keys (as the default tenant); "
+        "required: always; off: never (every caller is the default tenant)",
+    )
+    key_cache_ttl: float = Field(
+        60.0, gt=0, description="seconds an API-key lookup stays cached (revocation is at once)"
+    )
+    session_ttl: float = Field(8 * 3600.0, gt=0, description="seconds a dashboard session lasts after sign-in")
+
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)")
+    max_actions_per_job: int = Field(10_000, ge=1, description="most actions one job may have")
+    max_payload_bytes: int = Field(256 * 1024, ge=1, description="largest payload of one action (JSON bytes)")
+    tenant_jobs_per_minute: int = Field(0, ge=0, description="jobs one tenant may submit per minute (0: no quota)")
+    tenant_max_queued_actions: int = Field(
+        0, ge=0, description="actions one tenant may have waiting (queued or retrying) at once (0: no quota)"
+    )
+
     rabbitmq_queue_type: Literal["quorum", "classic"] = "quorum"
     queue_prefix: str = Field("jobyard", pattern=r"^[A-Za-z0-9_.-]+$")
     events_exchange: str = Field(

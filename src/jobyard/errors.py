@@ -6,6 +6,12 @@ JobyardError
 │   └── UnknownActionType       the action type is not registered
 ├── NotFound                    a job, action or result does not exist (HTTP 404)
 ├── Conflict                    the request conflicts with the current state (HTTP 409)
+├── AuthError                   the caller may not do this
+│   ├── Unauthenticated         no valid API key or session (HTTP 401)
+│   └── Forbidden               the key lacks the scope, or the CSRF token is missing (HTTP 403)
+├── LimitExceeded               a configured limit was exceeded; the message names the setting
+│   ├── PayloadTooLarge         the request body is larger than allowed (HTTP 413)
+│   └── QuotaExceeded           a per-tenant quota is used up for now (HTTP 429, with Retry-After)
 ├── StoreError                  the database failed
 │   └── StoreUnavailable        the database cannot be reached right now (HTTP 503, retry later)
 ├── BrokerError                 the message broker failed
@@ -51,6 +57,34 @@ class NotFound(JobyardError):
 
 class Conflict(JobyardError):
     """The request conflicts with the current state of the resource."""
+
+
+class AuthError(JobyardError):
+    """The caller may not do this."""
+
+
+class Unauthenticated(AuthError):
+    """No valid credentials: a missing, unknown or revoked API key, or an expired session."""
+
+
+class Forbidden(AuthError):
+    """Authenticated, but not allowed: a missing scope, or a missing or wrong CSRF token."""
+
+
+class LimitExceeded(JobyardError):
+    """A configured limit was exceeded; the message names the limit and its setting."""
+
+
+class PayloadTooLarge(LimitExceeded):
+    """The request body is larger than ``JOBYARD_MAX_BODY_BYTES``."""
+
+
+class QuotaExceeded(LimitExceeded):
+    """A per-tenant quota is used up for now; ``retry_after`` says when to try again (seconds)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreError(JobyardError):

@@ -245,3 +245,45 @@ class Completion:
 class JobCreated:
     job: JobRecord
     action_ids: list[UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A stored API key: never the key itself, only its SHA-256 (``key_hash``) and its public ``prefix``."""
+
+    id: UUID
+    tenant_id: str
+    name: str | None
+    prefix: str
+    key_hash: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit log to write: who (``actor``, ``actor_key_id``) did ``action`` to ``target``."""
+
+    tenant_id: str
+    action: str
+    actor: str
+    actor_key_id: UUID | None = None
+    target: str | None = None
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    tenant_id: str
+    at: datetime
+    actor_key_id: UUID | None
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any] | None

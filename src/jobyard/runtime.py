@@ -9,6 +9,7 @@ import contextlib
 import logging
 from typing import Any
 
+from jobyard.auth import KeyDirectory, SessionStore
 from jobyard.broker import Broker, create_broker
 from jobyard.config import Settings
 from jobyard.errors import JobyardError
@@ -19,6 +20,7 @@ from jobyard.kv.ratelimit import RateLimiter, parse_limits
 from jobyard.kv.results import ResultStore
 from jobyard.locks import Lock
 from jobyard.metrics import Metrics
+from jobyard.quotas import TenantQuotas
 from jobyard.store import Repository, create_repository
 from jobyard.webhooks import TargetGuard
 
@@ -45,6 +47,9 @@ class Runtime:
         self.rate_limiter = RateLimiter(self.kv, parse_limits(settings.rate_limits), settings.rate_limit_fallback)
         self.metrics = Metrics()
         self.webhook_guard = TargetGuard.from_settings(settings.webhook_allow_private, settings.webhook_allow_hosts)
+        self.keys = KeyDirectory(self.repo, self.kv, settings.key_cache_ttl)
+        self.sessions = SessionStore(self.kv, settings.session_ttl)
+        self.quotas = TenantQuotas(settings, self.repo, self.kv)
         self._started = False
 
     async def start(self, *, migrate: bool = False) -> None:

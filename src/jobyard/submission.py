@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jobyard import jsonutil
 from jobyard.config import Settings
-from jobyard.errors import UnknownActionType, ValidationError
+from jobyard.errors import PayloadTooLarge, UnknownActionType, ValidationError
 from jobyard.model import ActionSpecIn
 from jobyard.sdk import Yard
 
@@ -23,11 +24,24 @@ class ActionRequest(Protocol):
 
 
 def build_action_specs(yard: Yard, settings: Settings, actions: Sequence[ActionRequest]) -> list[ActionSpecIn]:
-    """Resolve each requested action against the registry; raise on the first one at fault."""
+    """Resolve each requested action against the registry and the limits; raise on the first one at fault."""
     if not actions:
         raise ValidationError("a job needs at least one action", loc=("body", "actions"))
+    if len(actions) > settings.max_actions_per_job:
+        raise ValidationError(
+            f"a job may have at most {settings.max_actions_per_job} actions (JOBYARD_MAX_ACTIONS_PER_JOB); "
+            f"this one has {len(actions)}: split it into several jobs",
+            loc=("body", "actions"),
+        )
     specs: list[ActionSpecIn] = []
     for index, request in enumerate(actions):
+        if request.payload is not None:
+            size = len(jsonutil.dumps(request.payload))
+            if size > settings.max_payload_bytes:
+                raise PayloadTooLarge(
+                    f"the payload of action {index} (body.actions.{index}.payload) is {size} bytes of JSON; the "
+                    f"limit is {settings.max_payload_bytes} (JOBYARD_MAX_PAYLOAD_BYTES): pass a reference instead"
+                )
         try:
             definition = yard.get(request.type)
         except UnknownActionType as exc:

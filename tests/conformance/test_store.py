@@ -220,3 +220,62 @@ async def test_another_tenant_cannot_read_a_job(repo: Repository) -> None:
     assert await repo.get_job_with_actions("t2", job.id) is None
     assert await repo.get_action("t2", ids[0]) is None
     assert await repo.get_job("t1", uuid.uuid4()) is None
+
+
+async def test_api_keys_are_found_by_prefix_listed_per_tenant_and_revoked_once(repo: Repository) -> None:
+    from jobyard.errors import Conflict, NotFound
+
+    assert not await repo.any_active_api_key()
+    one = await repo.create_api_key(
+        tenant_id="t1", name="a", prefix="aaaaaaaaaaaa", key_hash="1" * 64, scopes=["admin"]
+    )
+    await repo.create_api_key(tenant_id="t2", name=None, prefix="bbbbbbbbbbbb", key_hash="2" * 64, scopes=["jobs:read"])
+    found = await repo.get_api_key_by_prefix("aaaaaaaaaaaa")
+    assert found is not None and found.id == one.id and found.scopes == ("admin",) and not found.revoked
+    assert await repo.get_api_key_by_prefix("cccccccccccc") is None
+    assert [k.tenant_id for k in await repo.list_api_keys("t2")] == ["t2"]
+    assert len(await repo.list_api_keys()) == 2 and await repo.any_active_api_key()
+    with pytest.raises(NotFound):
+        await repo.revoke_api_key(str(one.id), tenant_id="t2")  # another tenant's key: not found
+    revoked = await repo.revoke_api_key("aaaaaaaaaaaa", tenant_id="t1")
+    assert revoked.revoked and revoked.revoked_at is not None
+    with pytest.raises(Conflict):
+        await repo.revoke_api_key(str(one.id))
+    await repo.revoke_api_key("bbbbbbbbbbbb")
+    assert not await repo.any_active_api_key()
+
+
+async def test_audit_lines_are_written_with_the_change_and_read_per_tenant_newest_first(repo: Repository) -> None:
+    from jobyard.model import AuditEntry
+
+    who = uuid.uuid4()
+    job, _ = await repo.create_job(
+        tenant_id="t1", name=None, metadata={}, actions=specs(1),
+        audit=AuditEntry("t1", "job.submitted", "ops", who, details={"actions": 1}),
+    )  # fmt: skip
+    await repo.cancel_job("t1", job.id, audit=AuditEntry("t1", "job.cancelled", "ops", who))
+    await repo.record_audit(AuditEntry("t2", "schedule.created", "other", target="nightly"))
+    await repo.record_audit(AuditEntry("t1", "webhook.created", "cli", details={"url": "https://example.org"}))
+    lines = await repo.list_audit("t1")
+    assert [line.action for line in lines] == ["webhook.created", "job.cancelled", "job.submitted"]
+    assert lines[2].target == str(job.id) and lines[2].actor_key_id == who and lines[2].details == {"actions": 1}
+    assert lines[1].target == str(job.id) and lines[0].actor == "cli" and lines[0].actor_key_id is None
+    page = await repo.list_audit("t1", before=lines[0].id, limit=1)
+    assert [line.action for line in page] == ["job.cancelled"]
+    assert [line.action for line in await repo.list_audit("t1", action="job.submitted")] == ["job.submitted"]
+    assert [line.target for line in await repo.list_audit("t2")] == ["nightly"]
+
+
+async def test_a_failed_cancellation_writes_no_audit_line(repo: Repository) -> None:
+    from jobyard.errors import NotFound
+    from jobyard.model import AuditEntry
+
+    with pytest.raises(NotFound):
+        await repo.cancel_job("t1", uuid.uuid4(), audit=AuditEntry("t1", "job.cancelled", "ops"))
+    assert await repo.list_audit("t1") == []
+
+
+async def test_waiting_actions_are_counted_per_tenant(repo: Repository) -> None:
+    await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(3))
+    await repo.create_job(tenant_id="t2", name=None, metadata={}, actions=specs(1))
+    assert await repo.count_waiting_actions("t1") == 3 and await repo.count_waiting_actions("t3") == 0

@@ -11,12 +11,23 @@ from tests import services
 from tests.conftest import _truncate
 
 
+async def _flush_redis() -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(services.REDIS_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(params=["embedded", pytest.param("servers", marks=pytest.mark.integration)])
 async def stack_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "servers":
         services.require("rabbitmq")
         services.require("redis")
         await _truncate(request.getfixturevalue("pg_database"))
+        await _flush_redis()  # cached key look-ups and tenant quota counters must not leak between tests
     return str(request.param)
 
 

@@ -8,29 +8,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from jobyard import __version__
 from jobyard.api import deps, schemas
+from jobyard.api.auth import Authenticator, check_auth_policy
+from jobyard.api.bodylimit import BodyLimitMiddleware
 from jobyard.api.ratelimit import RateLimitMiddleware
 from jobyard.api.routes_jobs import router as jobs_router
+from jobyard.api.routes_keys import router as keys_router
 from jobyard.api.routes_ops import router as ops_router
 from jobyard.api.routes_pages import STATIC_DIR
 from jobyard.api.routes_pages import router as pages_router
 from jobyard.api.routes_schedules import router as schedules_router
+from jobyard.api.routes_session import router as session_router
 from jobyard.api.routes_streams import router as streams_router
 from jobyard.api.routes_webhooks import router as webhooks_router
 from jobyard.config import Settings
-from jobyard.errors import Conflict, NotFound, StoreError, ValidationError
-from jobyard.kv.cache import cancel_quietly
+from jobyard.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    StoreError,
+    Unauthenticated,
+    ValidationError,
+)
+from jobyard.kv.cache import cancel_quietly, listen_for_invalidations
 from jobyard.live.hub import EventHub
 from jobyard.live.presence import WorkerDirectory
 from jobyard.live.sampler import QueueSampler
@@ -44,6 +59,14 @@ from jobyard.worker import Worker
 log = logging.getLogger("jobyard.api")
 
 RETRY_AFTER_SECONDS = "2"
+
+# Every /api route may answer these (documented once here, for the OpenAPI schema).
+_CALLER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.ErrorOut, "description": "no valid API key (or dashboard session)"},
+    403: {"model": schemas.ErrorOut, "description": "the key lacks the scope, or the CSRF token is missing"},
+    413: {"model": schemas.ErrorOut, "description": "the request body (or an action's payload) is too large"},
+    429: {"model": schemas.ErrorOut, "description": "a rate limit or tenant quota is used up: see Retry-After"},
+}
 
 
 def create_app(
@@ -76,8 +99,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await rt.start(migrate=migrate or embedded)
+        try:
+            await check_auth_policy(settings, rt.keys)
+        except BaseException:
+            await rt.close()
+            raise
         yard.bind_cache(rt.user_cache)
-        cache_listener = asyncio.create_task(rt.cache.listen(), name="jobyard-cache-invalidations")
+        cache_listener = asyncio.create_task(
+            listen_for_invalidations(rt.kv, [rt.cache, rt.keys.cache]), name="jobyard-cache-invalidations"
+        )
         await hub.start()
         await sampler.start()
         await refresher.start()
@@ -120,17 +150,28 @@ def create_app(
     app.state.yard = yard
     app.state.settings = settings
     app.state.hub, app.state.workers, app.state.sampler = hub, directory, sampler
-    app.include_router(jobs_router)
-    app.include_router(streams_router)
-    app.include_router(ops_router)
-    app.include_router(schedules_router)
-    app.include_router(webhooks_router)
+    app.state.auth = Authenticator(settings, rt.keys, rt.sessions)
+    for router in (jobs_router, streams_router, ops_router, keys_router, schedules_router, webhooks_router):
+        app.include_router(router, responses=_CALLER_RESPONSES)
     app.include_router(pages_router)
+    app.include_router(session_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(RateLimitMiddleware, limiter_of=lambda: rt.rate_limiter if rt.rate_limiter.limits else None)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
     _install_health(app)
     return app
+
+
+# Errors answered with their message as ``detail`` and nothing more.
+_DETAIL_STATUS: dict[type[Exception], int] = {NotFound: 404, Conflict: 409, Forbidden: 403, PayloadTooLarge: 413}
+
+
+def _detail_handler(status_code: int) -> Any:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+
+    return handle
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -139,13 +180,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = [{"type": "value_error", "loc": list(exc.loc), "msg": exc.message}]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> Response:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+    for error, status_code in _DETAIL_STATUS.items():
+        app.add_exception_handler(error, _detail_handler(status_code))
 
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> Response:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
+        if not request.url.path.startswith("/api/"):  # a dashboard page: sign in, then come back
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(request: Request, exc: QuotaExceeded) -> Response:
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": retry_after})
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:

@@ -1,16 +1,38 @@
-"""Request dependencies: the runtime, the app's registry and the caller's tenant."""
+"""Request dependencies: the runtime, the app's registry, and the caller (tenant and scopes)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from jobyard import jsonutil
+from jobyard.api.auth import Authenticator
+from jobyard.auth import ADMIN, JOBS_READ, JOBS_WRITE, Principal
+from jobyard.auth.principal import DEFAULT_TENANT
+from jobyard.errors import Forbidden
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
 
-DEFAULT_TENANT = "default"
+__all__ = [
+    "DEFAULT_TENANT",
+    "Admin",
+    "Reader",
+    "Writer",
+    "json_response",
+    "principal",
+    "require",
+    "runtime",
+    "tenant",
+    "yard",
+]
+
+# Declared for the OpenAPI schema (the "Authorize" button of /docs); the credentials are read by Authenticator.
+_bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer jy_…")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key, as a header")
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread,
@@ -27,9 +49,43 @@ async def yard(request: Request) -> Yard:
     return y
 
 
-async def tenant(request: Request) -> str:
-    """The caller's tenant. Until API keys exist every caller is the default tenant."""
-    return DEFAULT_TENANT
+async def principal(conn: HTTPConnection) -> Principal:
+    """The caller of this request or WebSocket (resolved once per connection)."""
+    found: Principal | None = getattr(conn.state, "principal", None)
+    if found is None:
+        authenticator: Authenticator = conn.app.state.auth
+        found = await authenticator.resolve(conn)
+        conn.state.principal = found
+    return found
+
+
+async def tenant(conn: HTTPConnection) -> str:
+    """The caller's tenant (any authenticated caller; use ``require`` where a scope is needed)."""
+    return (await principal(conn)).tenant
+
+
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting callers whose key grants ``scope`` (``admin`` grants every scope)."""
+
+    async def check(
+        conn: HTTPConnection,
+        _bearer_doc: Any = Security(_bearer),
+        _key_doc: Any = Security(_api_key_header),
+    ) -> Principal:
+        caller = await principal(conn)
+        if not caller.allows(scope):
+            have = ", ".join(sorted(caller.scopes)) or "none"
+            raise Forbidden(f"this API key lacks the {scope!r} scope (it has: {have})")
+        return caller
+
+    check.__name__ = f"require_{scope.replace(':', '_')}"
+    return check
+
+
+# One dependency per scope, shared by every route (FastAPI caches a dependency per request by its callable).
+Reader = Annotated[Principal, Depends(require(JOBS_READ))]
+Writer = Annotated[Principal, Depends(require(JOBS_WRITE))]
+Admin = Annotated[Principal, Depends(require(ADMIN))]
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from jobyard import jsonutil
 from jobyard.api import deps, schemas
 from jobyard.api.views import action_view, job_view, status_view
+from jobyard.auth import Principal
 from jobyard.errors import NotFound, ValidationError
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
@@ -23,7 +24,6 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
 YardDep = Annotated[Yard, Depends(deps.yard)]
-TenantDep = Annotated[str, Depends(deps.tenant)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.ErrorOut, "description": "no such job for this tenant"}
 }
@@ -58,7 +58,7 @@ async def submit_job(
     body: schemas.JobIn,
     rt: RuntimeDep,
     yard: YardDep,
-    tenant: TenantDep,
+    caller: deps.Writer,
     idempotency_key: Annotated[
         str | None,
         Header(min_length=1, max_length=200, description="retry-safe submission: the same key returns the same job"),
@@ -74,13 +74,15 @@ async def submit_job(
         from jobyard.api.routes_webhooks import check_target
 
         await check_target(rt, body.webhook_url, ("body", "webhook_url"))
+    await rt.quotas.admit_submission(caller.tenant, len(specs))
     job, action_ids = await rt.repo.create_job(
-        tenant_id=tenant,
+        tenant_id=caller.tenant,
         name=body.name,
         metadata=body.metadata,
         actions=specs,
         dedup=_dedup_keys(body, idempotency_key),
         webhook_url=body.webhook_url,
+        audit=caller.audit("job.submitted", details={"actions": len(specs), "name": body.name}),
     )
     created = bool(action_ids)
     return deps.json_response(
@@ -93,12 +95,13 @@ async def submit_job(
 @router.get("/jobs", response_model=schemas.JobPage, summary="List jobs, newest first")
 async def list_jobs(
     rt: RuntimeDep,
-    tenant: TenantDep,
+    caller: deps.Reader,
     status: schemas.JobStatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: UUID | None = None,
     q: Annotated[str | None, Query(max_length=200, description="a job id, or text its name contains")] = None,
 ) -> Response:
+    tenant = caller.tenant
     query = (q or "").strip()
     if query:
         try:
@@ -121,7 +124,9 @@ async def list_jobs(
     responses=_NOT_FOUND,
     summary="A job and its actions",
 )
-async def get_job(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def get_job(job_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response:
+    tenant = caller.tenant
+
     async def compute() -> bytes:
         found = await rt.repo.get_job_with_actions(tenant, job_id)
         if found is None:
@@ -149,7 +154,9 @@ async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awa
     responses=_NOT_FOUND,
     summary="A job's consolidated status, progress and per-action state",
 )
-async def get_job_status(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def get_job_status(job_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response:
+    tenant = caller.tenant
+
     async def compute() -> bytes:
         found = await rt.repo.get_job_with_actions(tenant, job_id)
         if found is None:
@@ -165,8 +172,8 @@ async def get_job_status(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Res
     responses=_NOT_FOUND,
     summary="An action's result: the full value from Redis, else the store's summary",
 )
-async def get_result(action_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
-    action = await rt.repo.get_action(tenant, action_id)
+async def get_result(action_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response:
+    action = await rt.repo.get_action(caller.tenant, action_id)
     if action is None:
         raise NotFound(f"action {action_id} not found")
     found, value = await rt.results.get(action_id) if action.status.value == "succeeded" else (False, None)
@@ -184,13 +191,13 @@ async def get_result(action_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Resp
 @router.get("/dead-letters", response_model=schemas.DeadLetterPage, summary="Actions that failed for good")
 async def list_dead_letters(
     rt: RuntimeDep,
-    tenant: TenantDep,
+    caller: deps.Reader,
     queue: str | None = None,
     type: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: UUID | None = None,
 ) -> Response:
-    rows = await rt.repo.list_dead_letters(tenant, queue=queue, type_=type, before=cursor, limit=limit + 1)
+    rows = await rt.repo.list_dead_letters(caller.tenant, queue=queue, type_=type, before=cursor, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
     return deps.json_response(
         {"items": [action_view(a) for a in page], "next_cursor": page[-1].id if more and page else None}
@@ -198,7 +205,7 @@ async def list_dead_letters(
 
 
 @router.get("/action-types", response_model=list[schemas.ActionTypeOut], summary="Registered action types")
-async def list_action_types(rt: RuntimeDep, yard: YardDep) -> Response:
+async def list_action_types(rt: RuntimeDep, yard: YardDep, caller: deps.Reader) -> Response:
     return deps.json_response(
         [
             {
@@ -219,8 +226,8 @@ async def list_action_types(rt: RuntimeDep, yard: YardDep) -> Response:
     responses={**_NOT_FOUND, 409: {"model": schemas.ErrorOut, "description": "the job is already final"}},
     summary="Cancel a job: waiting actions at once, running ones are asked to stop",
 )
-async def cancel_job(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
-    result = await rt.repo.cancel_job(tenant, job_id)
+async def cancel_job(job_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
+    result = await rt.repo.cancel_job(caller.tenant, job_id, audit=caller.audit("job.cancelled"))
     if result.running_action_ids:
         await rt.events.control({"type": "cancel", "action_ids": [str(i) for i in result.running_action_ids]})
     await rt.events.publish(
@@ -236,8 +243,9 @@ async def cancel_job(job_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Respons
     )
 
 
-async def _requeue(rt: Runtime, tenant: str, action_id: UUID, extra_attempts: int) -> Response:
-    action = await rt.repo.requeue_failed(tenant, action_id, extra_attempts=extra_attempts)
+async def _requeue(rt: Runtime, caller: Principal, action_id: UUID, extra_attempts: int, what: str) -> Response:
+    audit = caller.audit(what, details={"extra_attempts": extra_attempts})
+    action = await rt.repo.requeue_failed(caller.tenant, action_id, extra_attempts=extra_attempts, audit=audit)
     await rt.events.publish(
         [{"type": "action.status", "job_id": str(action.job_id), "action_id": str(action.id), "status": "queued"}]
     )
@@ -260,8 +268,8 @@ _REQUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_REQUEUE_RESPONSES,
     summary="Run a failed action once more",
 )
-async def retry_action(action_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
-    return await _requeue(rt, tenant, action_id, extra_attempts=1)
+async def retry_action(action_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
+    return await _requeue(rt, caller, action_id, 1, "action.retried")
 
 
 @router.post(
@@ -272,13 +280,13 @@ async def retry_action(action_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Re
     summary="Replay a dead letter with a fresh attempt budget",
 )
 async def replay_dead_letter(
-    action_id: UUID, rt: RuntimeDep, yard: YardDep, tenant: TenantDep, body: schemas.ReplayIn | None = None
+    action_id: UUID, rt: RuntimeDep, yard: YardDep, caller: deps.Writer, body: schemas.ReplayIn | None = None
 ) -> Response:
     budget = body.max_attempts if body is not None and body.max_attempts else None
     if budget is None:
-        action = await rt.repo.get_action(tenant, action_id)
+        action = await rt.repo.get_action(caller.tenant, action_id)
         if action is None:
             raise NotFound(f"action {action_id} not found")
         definition = yard.get(action.type) if action.type in yard else None
         budget = (definition.max_attempts if definition else None) or rt.settings.default_max_attempts
-    return await _requeue(rt, tenant, action_id, extra_attempts=budget)
+    return await _requeue(rt, caller, action_id, budget, "action.replayed")

@@ -15,7 +15,6 @@ from jobyard.runtime import Runtime
 router = APIRouter(prefix="/api", tags=["operations"])
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
-TenantDep = Annotated[str, Depends(deps.tenant)]
 
 
 def workers_of(request: Request) -> list[dict[str, Any]]:
@@ -24,13 +23,13 @@ def workers_of(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/job-counts", summary="How many of the caller's jobs are in each status")
-async def job_counts(rt: RuntimeDep, tenant: TenantDep) -> Response:
-    counts = await rt.repo.count_jobs_by_status(tenant)
+async def job_counts(rt: RuntimeDep, caller: deps.Reader) -> Response:
+    counts = await rt.repo.count_jobs_by_status(caller.tenant)
     return deps.json_response({status.value: counts.get(status.value, 0) for status in JobStatus})
 
 
 @router.get("/workers", summary="Workers heard from recently: queues, concurrency, running actions, processed")
-async def list_workers(request: Request, tenant: TenantDep) -> Response:
+async def list_workers(request: Request, caller: deps.Reader) -> Response:
     # Workers serve every tenant: the list shows action ids, never payloads or results.
     return deps.json_response({"workers": workers_of(request)})
 
@@ -38,7 +37,7 @@ async def list_workers(request: Request, tenant: TenantDep) -> Response:
 @router.get("/queues", summary="Queues: depth, consumers, throughput, and samples over time for charts")
 async def list_queues(
     request: Request,
-    tenant: TenantDep,
+    caller: deps.Reader,
     history: Annotated[int, Query(ge=0, le=450, description="samples to include (2 s apart)")] = 150,
 ) -> Response:
     sampler: QueueSampler = request.app.state.sampler

@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from jobyard import jsonutil
 from jobyard.api import deps
 from jobyard.api.views import action_view, delivery_view, job_view, schedule_view, webhook_view
+from jobyard.auth import Principal
 from jobyard.live.sampler import QueueSampler
 from jobyard.model import JobStatus
 from jobyard.runtime import Runtime
@@ -30,7 +31,14 @@ router = APIRouter(include_in_schema=False)
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
 YardDep = Annotated[Yard, Depends(deps.yard)]
-TenantDep = Annotated[str, Depends(deps.tenant)]
+
+
+# Pages need the jobs:read scope; a caller without credentials is sent to the sign-in page (see api/app.py).
+async def _tenant(caller: deps.Reader) -> str:
+    return caller.tenant
+
+
+TenantDep = Annotated[str, Depends(_tenant)]
 STATUSES = [s.value for s in JobStatus]
 PAGE_SIZE = 50
 
@@ -62,8 +70,12 @@ def _render(
 ) -> Response:
     # JSON inside <script>: "</" would end the element early.
     embedded = jsonutil.dumps(initial).decode().replace("</", "<\\/")
+    caller: Principal | None = getattr(request.state, "principal", None)
+    session: dict[str, Any] = {}
+    if caller is not None and caller.via == "session":
+        session = {"session_csrf": caller.csrf_token, "signed_in_as": f"{caller.actor} · {caller.tenant}"}
     return templates.TemplateResponse(
-        request, name, {"page": page, "initial": embedded, **context}, status_code=status_code
+        request, name, {"page": page, "initial": embedded, **session, **context}, status_code=status_code
     )
 
 

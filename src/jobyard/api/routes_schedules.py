@@ -21,7 +21,6 @@ router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
 YardDep = Annotated[Yard, Depends(deps.yard)]
-TenantDep = Annotated[str, Depends(deps.tenant)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.ErrorOut, "description": "no such schedule"}}
 
 
@@ -38,7 +37,8 @@ def _checked_timing(body: schemas.ScheduleIn, now: datetime) -> Timing:
 
 
 @router.post("", status_code=201, response_model=schemas.ScheduleOut, summary="Create a schedule")
-async def create_schedule(body: schemas.ScheduleIn, rt: RuntimeDep, yard: YardDep, tenant: TenantDep) -> Response:
+async def create_schedule(body: schemas.ScheduleIn, rt: RuntimeDep, yard: YardDep, caller: deps.Writer) -> Response:
+    tenant = caller.tenant
     try:
         build_action_specs(yard, rt.settings, body.job.actions)
     except ValidationError as exc:
@@ -61,14 +61,15 @@ async def create_schedule(body: schemas.ScheduleIn, rt: RuntimeDep, yard: YardDe
             "updated_at": now,
         }
     )
-    # audit: schedule.created (tenant, schedule.id, body.name) — wired to record_audit by the merger
+    await rt.repo.record_audit(caller.audit("schedule.created", str(schedule.id), {"name": body.name}))
     return deps.json_response(
         schedule_view(schedule), status_code=201, headers={"Location": f"/api/schedules/{schedule.id}"}
     )
 
 
 @router.get("", response_model=schemas.ScheduleList, summary="The tenant's schedules")
-async def list_schedules(rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def list_schedules(rt: RuntimeDep, caller: deps.Reader) -> Response:
+    tenant = caller.tenant
     return deps.json_response({"items": [schedule_view(s) for s in await rt.repo.list_schedules(tenant)]})
 
 
@@ -85,7 +86,8 @@ async def _schedule(rt: Runtime, tenant: str, schedule_id: UUID) -> ScheduleReco
     responses=_NOT_FOUND,
     summary="A schedule and its latest fires",
 )
-async def get_schedule(schedule_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def get_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response:
+    tenant = caller.tenant
     schedule = await _schedule(rt, tenant, schedule_id)
     view = schedule_view(schedule)
     view["fires"] = await rt.repo.schedule_fires(schedule.id)
@@ -93,10 +95,11 @@ async def get_schedule(schedule_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> 
 
 
 @router.post("/{schedule_id}/pause", response_model=schemas.ScheduleOut, responses=_NOT_FOUND, summary="Pause")
-async def pause_schedule(schedule_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def pause_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
+    tenant = caller.tenant
     schedule = await _schedule(rt, tenant, schedule_id)
     paused = await rt.repo.set_schedule_paused(tenant, schedule_id, True, schedule.next_fire_at)
-    # audit: schedule.paused (tenant, schedule_id)
+    await rt.repo.record_audit(caller.audit("schedule.paused", str(schedule_id)))
     return deps.json_response(schedule_view(paused))
 
 
@@ -106,17 +109,19 @@ async def pause_schedule(schedule_id: UUID, rt: RuntimeDep, tenant: TenantDep) -
     responses=_NOT_FOUND,
     summary="Resume: the next fire time is computed from now (runs missed while paused are not made up)",
 )
-async def resume_schedule(schedule_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def resume_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
+    tenant = caller.tenant
     schedule = await _schedule(rt, tenant, schedule_id)
     resumed = await rt.repo.set_schedule_paused(
         tenant, schedule_id, False, schedule.timing.next_after(datetime.now(UTC))
     )
-    # audit: schedule.resumed (tenant, schedule_id)
+    await rt.repo.record_audit(caller.audit("schedule.resumed", str(schedule_id)))
     return deps.json_response(schedule_view(resumed))
 
 
 @router.delete("/{schedule_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a schedule")
-async def delete_schedule(schedule_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def delete_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
+    tenant = caller.tenant
     await rt.repo.delete_schedule(tenant, schedule_id)
-    # audit: schedule.deleted (tenant, schedule_id)
+    await rt.repo.record_audit(caller.audit("schedule.deleted", str(schedule_id)))
     return Response(status_code=204)

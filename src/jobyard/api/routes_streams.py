@@ -15,14 +15,14 @@ from fastapi.responses import StreamingResponse
 
 from jobyard.api import deps, schemas
 from jobyard.api.feed import FeedItem, JobFeed, TenantFeed
-from jobyard.errors import NotFound
+from jobyard.auth import JOBS_READ
+from jobyard.errors import Forbidden, NotFound, Unauthenticated
 from jobyard.live.hub import EventHub
 from jobyard.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["live"])
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
-TenantDep = Annotated[str, Depends(deps.tenant)]
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -74,10 +74,10 @@ async def job_events(
     job_id: UUID,
     request: Request,
     rt: RuntimeDep,
-    tenant: TenantDep,
+    caller: deps.Reader,
     last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
 ) -> StreamingResponse:
-    feed = JobFeed(rt.repo, hub_of(request), tenant, job_id, rt.settings.stream_heartbeat)
+    feed = JobFeed(rt.repo, hub_of(request), caller.tenant, job_id, rt.settings.stream_heartbeat)
     await feed.open()
     return StreamingResponse(_sse_body(feed.items(last_event_id)), media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -88,8 +88,8 @@ async def job_events(
     response_class=StreamingResponse,
     summary="Every status event of the caller's tenant (SSE), for dashboards",
 )
-async def tenant_events(request: Request, rt: RuntimeDep, tenant: TenantDep) -> StreamingResponse:
-    feed = TenantFeed(hub_of(request), tenant, rt.settings.stream_heartbeat)
+async def tenant_events(request: Request, rt: RuntimeDep, caller: deps.Reader) -> StreamingResponse:
+    feed = TenantFeed(hub_of(request), caller.tenant, rt.settings.stream_heartbeat)
     return StreamingResponse(_sse_body(feed.items()), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -100,6 +100,21 @@ async def _pump(websocket: WebSocket, items: AsyncIterator[FeedItem]) -> None:
         await websocket.close(code=1000)
 
 
+_READ = deps.require(JOBS_READ)
+
+
+async def _ws_tenant(websocket: WebSocket) -> str | None:
+    """The caller's tenant if it may read jobs; else the handshake is refused (4401 or 4403) and None returned."""
+    try:
+        await _READ(websocket)
+        return await deps.tenant(websocket)
+    except Unauthenticated as exc:
+        await websocket.close(code=4401, reason=str(exc)[:120])
+    except Forbidden as exc:
+        await websocket.close(code=4403, reason=str(exc)[:120])
+    return None
+
+
 @router.websocket("/jobs/{job_id}/ws")
 async def job_ws(
     websocket: WebSocket,
@@ -108,7 +123,9 @@ async def job_ws(
 ) -> None:
     """The job stream over WebSocket: the same messages as SSE, each ``{"id", "event", "data"}``."""
     rt: Runtime = websocket.app.state.runtime
-    tenant = await deps.tenant(websocket)  # type: ignore[arg-type]
+    tenant = await _ws_tenant(websocket)
+    if tenant is None:
+        return
     feed = JobFeed(rt.repo, websocket.app.state.hub, tenant, job_id, rt.settings.stream_heartbeat)
     try:
         await feed.open()
@@ -128,7 +145,9 @@ async def job_ws(
 async def tenant_ws(websocket: WebSocket) -> None:
     """Every status event of the caller's tenant over WebSocket."""
     rt: Runtime = websocket.app.state.runtime
-    tenant = await deps.tenant(websocket)  # type: ignore[arg-type]
+    tenant = await _ws_tenant(websocket)
+    if tenant is None:
+        return
     feed = TenantFeed(websocket.app.state.hub, tenant, rt.settings.stream_heartbeat)
     await websocket.accept()
     items = feed.items()

@@ -17,7 +17,6 @@ from jobyard.webhooks import WebhookTargetRefused
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
-TenantDep = Annotated[str, Depends(deps.tenant)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.ErrorOut, "description": "no such webhook"}}
 
 
@@ -30,7 +29,8 @@ async def check_target(rt: Runtime, url: str, loc: tuple[str | int, ...]) -> Non
 
 
 @router.post("", status_code=201, response_model=schemas.WebhookCreated, summary="Register a webhook endpoint")
-async def create_webhook(body: schemas.WebhookIn, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def create_webhook(body: schemas.WebhookIn, rt: RuntimeDep, caller: deps.Admin) -> Response:
+    tenant = caller.tenant
     await check_target(rt, body.url, ("body", "url"))
     secret = "whsec_" + secrets.token_urlsafe(32)
     row = await rt.repo.create_webhook(
@@ -44,24 +44,26 @@ async def create_webhook(body: schemas.WebhookIn, rt: RuntimeDep, tenant: Tenant
             "active": True,
         }
     )
-    # audit: webhook.created (tenant, row["id"], body.url)
+    await rt.repo.record_audit(caller.audit("webhook.created", str(row["id"]), {"url": body.url}))
     return deps.json_response({**webhook_view(row), "secret": secret}, status_code=201)
 
 
 @router.get("", response_model=schemas.WebhookList, summary="The tenant's webhook endpoints (without secrets)")
-async def list_webhooks(rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def list_webhooks(rt: RuntimeDep, caller: deps.Admin) -> Response:
+    tenant = caller.tenant
     return deps.json_response({"items": [webhook_view(w) for w in await rt.repo.list_webhooks(tenant)]})
 
 
 @router.get("/deliveries", response_model=schemas.DeliveryPage, summary="The delivery log, newest first")
 async def list_deliveries(
     rt: RuntimeDep,
-    tenant: TenantDep,
+    caller: deps.Reader,
     status: schemas.DeliveryStatusName | None = None,
     webhook_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: UUID | None = None,
 ) -> Response:
+    tenant = caller.tenant
     rows = await rt.repo.list_deliveries(tenant, status=status, webhook_id=webhook_id, before=cursor, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
     return deps.json_response(
@@ -70,19 +72,23 @@ async def list_deliveries(
 
 
 @router.get("/{webhook_id}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="One webhook")
-async def get_webhook(webhook_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def get_webhook(webhook_id: UUID, rt: RuntimeDep, caller: deps.Admin) -> Response:
+    tenant = caller.tenant
     return deps.json_response(webhook_view(await rt.repo.get_webhook(tenant, webhook_id)))
 
 
 @router.patch("/{webhook_id}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="Enable or disable")
-async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: RuntimeDep, caller: deps.Admin) -> Response:
+    tenant = caller.tenant
     row = await rt.repo.set_webhook_active(tenant, webhook_id, body.active)
-    # audit: webhook.enabled / webhook.disabled (tenant, webhook_id)
+    what = "webhook.enabled" if body.active else "webhook.disabled"
+    await rt.repo.record_audit(caller.audit(what, str(webhook_id)))
     return deps.json_response(webhook_view(row))
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a webhook endpoint")
-async def delete_webhook(webhook_id: UUID, rt: RuntimeDep, tenant: TenantDep) -> Response:
+async def delete_webhook(webhook_id: UUID, rt: RuntimeDep, caller: deps.Admin) -> Response:
+    tenant = caller.tenant
     await rt.repo.delete_webhook(tenant, webhook_id)
-    # audit: webhook.deleted (tenant, webhook_id)
+    await rt.repo.record_audit(caller.audit("webhook.deleted", str(webhook_id)))
     return Response(status_code=204)

@@ -33,7 +33,9 @@ class JobIn(BaseModel):
 
     name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    actions: list[ActionIn] = Field(min_length=1, max_length=10_000)
+    actions: list[ActionIn] = Field(
+        min_length=1, description="the job's actions (at most JOBYARD_MAX_ACTIONS_PER_JOB, 10,000 by default)"
+    )
     dedup_window: float | None = Field(
         None,
         gt=0,
@@ -290,3 +292,46 @@ class DeliveryOut(BaseModel):
 class DeliveryPage(BaseModel):
     items: list[DeliveryOut]
     next_cursor: UUID | None = None
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[Literal["jobs:read", "jobs:write", "admin"]] = Field(
+        min_length=1, description="what the key may do: jobs:read, jobs:write, admin (admin implies the others)"
+    )
+    name: str | None = Field(None, min_length=1, max_length=200, description="who or what uses the key")
+
+
+class KeyOut(BaseModel):
+    id: UUID
+    tenant: str
+    name: str | None
+    prefix: str = Field(description="the key's public prefix (jy_<prefix>_…), to recognise it")
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreatedOut(KeyOut):
+    key: str = Field(description="the key itself: shown this once, never stored (only its SHA-256 is)")
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    tenant: str
+    actor: str = Field(description="the key's name (or id), 'cli' or 'anonymous'")
+    actor_key_id: UUID | None
+    action: str = Field(description="e.g. job.submitted, job.cancelled, action.retried, key.created")
+    target: str | None = Field(description="the job, action or key it was about")
+    details: dict[str, Any] | None = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    next_cursor: int | None = Field(None, description="pass as ?cursor= to get the next (older) page")

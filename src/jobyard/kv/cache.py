@@ -130,6 +130,9 @@ class Cache:
             self._pending.update(todo)
             log.debug("cache invalidation deferred (%s): %d groups pending", exc, len(self._pending))
 
+    def drop_all_local(self) -> None:
+        self._local.clear()
+
     def drop_local(self, groups: Sequence[str]) -> None:
         wanted = set(groups)
         for key, (group, _, _) in list(self._local.items()):
@@ -138,15 +141,23 @@ class Cache:
 
     async def listen(self) -> None:
         """Drop local copies when any process announces a write (run as a background task)."""
-        while True:
-            try:
-                async for _channel, raw in self.kv.subscribe(keys.cache_invalidation_channel()):
-                    message = jsonutil.loads(raw)
-                    if message.get("namespace") == self.namespace:
-                        self.drop_local(message.get("groups", []))
-            except KVError:
-                self._local.clear()  # we may miss announcements while Redis is away
-                await asyncio.sleep(1.0)
+        await listen_for_invalidations(self.kv, [self])
+
+
+async def listen_for_invalidations(kv: KV, caches: Sequence[Cache]) -> None:
+    """One subscription for several caches: each drops the local copies of the groups announced in its namespace."""
+    by_namespace = {cache.namespace: cache for cache in caches}
+    while True:
+        try:
+            async for _channel, raw in kv.subscribe(keys.cache_invalidation_channel()):
+                message = jsonutil.loads(raw)
+                cache = by_namespace.get(message.get("namespace"))
+                if cache is not None:
+                    cache.drop_local(message.get("groups", []))
+        except KVError:
+            for cache in caches:
+                cache.drop_all_local()  # we may miss announcements while Redis is away
+            await asyncio.sleep(1.0)
 
 
 class UserCache:

@@ -70,3 +70,8 @@ def worker_presence(worker_id: str) -> str:
 def workers_channel() -> str:
     """Pub/sub channel where workers announce their heartbeats, so API processes learn who is alive."""
     return f"{PREFIX}:workers"
+
+
+def session(id_hash: str) -> str:
+    """A dashboard session (JSON: the signed-in key's prefix and the CSRF token), keyed by the id's SHA-256."""
+    return f"{PREFIX}:session:{id_hash}"

@@ -27,6 +27,8 @@ from jobyard.model import ActionStatus, JobStatus
 from jobyard.store.dbtime import db_now, db_now_plus
 from jobyard.store.tables import (
     actions,
+    api_keys,
+    audit,
     dedup,
     events,
     jobs,
@@ -38,7 +40,7 @@ from jobyard.store.tables import (
     webhooks,
 )
 
-A, J, OB = actions.c, jobs.c, outbox.c
+A, J, OB, K, AU = actions.c, jobs.c, outbox.c, api_keys.c, audit.c
 EV, S, SF, W, WD = events.c, schedules.c, schedule_fires.c, webhooks.c, webhook_deliveries.c
 _CLAIMABLE = [ActionStatus.QUEUED.value, ActionStatus.RETRYING.value]
 _RUNNING = ActionStatus.RUNNING.value
@@ -663,6 +665,56 @@ _OLD_FIRES = (
 )
 PRUNE_OLD_FIRES = delete(schedule_fires).where(tuple_(SF.schedule_id, SF.fire_time).in_(_OLD_FIRES))
 
+COUNT_WAITING_ACTIONS = (
+    select(func.count())
+    .select_from(actions.join(jobs, J.id == A.job_id))
+    .where(J.tenant_id == bindparam("p_tenant"), A.status.in_(_CLAIMABLE))
+)
+
+# --- API keys (looked up by their public prefix; the hash is compared by the caller) ----------------------
+_KEY_COLUMNS = (K.id, K.tenant_id, K.name, K.prefix, K.key_hash, K.scopes, K.created_at, K.revoked_at)
+INSERT_API_KEY = insert(api_keys).values(created_at=db_now()).returning(*_KEY_COLUMNS)
+SELECT_API_KEY_BY_PREFIX = select(*_KEY_COLUMNS).where(K.prefix == bindparam("p_prefix"))
+SELECT_ANY_ACTIVE_API_KEY = select(K.id).where(K.revoked_at.is_(None)).limit(1)
+
+
+def list_api_keys(*, with_tenant: bool) -> Select[Any]:
+    stmt = select(*_KEY_COLUMNS)
+    if with_tenant:
+        stmt = stmt.where(K.tenant_id == bindparam("p_tenant"))
+    return stmt.order_by(K.tenant_id, K.created_at, K.id)
+
+
+def select_api_key(*, with_tenant: bool) -> Select[Any]:
+    """One key by id, or by prefix (``p_ref`` is matched against both); optionally only a tenant's."""
+    stmt = select(*_KEY_COLUMNS).where(or_(K.id == bindparam("p_id"), K.prefix == bindparam("p_ref")))
+    if with_tenant:
+        stmt = stmt.where(K.tenant_id == bindparam("p_tenant"))
+    return stmt
+
+
+REVOKE_API_KEY = (
+    update(api_keys)
+    .where(K.id == bindparam("p_id"), K.revoked_at.is_(None))
+    .values(revoked_at=db_now())
+    .returning(*_KEY_COLUMNS)
+)
+
+# --- audit log --------------------------------------------------------------------------------------------
+INSERT_AUDIT = insert(audit).values(at=db_now())
+_AUDIT_COLUMNS = (AU.id, AU.tenant_id, AU.at, AU.actor_key_id, AU.actor, AU.action, AU.target, AU.details)
+
+
+def list_audit(*, with_cursor: bool, with_action: bool) -> Select[Any]:
+    """Keyset page of a tenant's audit log, newest first."""
+    stmt = select(*_AUDIT_COLUMNS).where(AU.tenant_id == bindparam("p_tenant"))
+    if with_action:
+        stmt = stmt.where(AU.action == bindparam("p_action"))
+    if with_cursor:
+        stmt = stmt.where(AU.id < bindparam("p_before"))
+    return stmt.order_by(AU.id.desc()).limit(bindparam("p_limit"))
+
+
 PING = select(literal(1))
 PG_NOTIFY_OUTBOX = select(func.pg_notify("jobyard_outbox", ""))
 
@@ -699,6 +751,11 @@ WITH new_job AS (
     SELECT gen_random_uuid(), 'job.created', j.tenant_id, j.id,
            jsonb_build_object('job_id', j.id, 'name', j.name, 'status', j.status, 'total', j.total), j.created_at
     FROM new_job j
+), new_audit AS (
+    -- who submitted it ($15 actor, $16 their key, $17 details, $18 the audit action); no row when $15 is NULL
+    INSERT INTO jobyard_audit (tenant_id, at, actor_key_id, actor, action, target, details)
+    SELECT $2, statement_timestamp(), $16::uuid, $15::text, $18::text, $1::text, $17::jsonb
+    WHERE $15::text IS NOT NULL
 )
 SELECT new_job.*, pg_notify('jobyard_outbox', '') IS NULL AS notified FROM new_job
 """

@@ -32,6 +32,9 @@ from jobyard.model import (
     ActionRecord,
     ActionSpecIn,
     ActionStatus,
+    ApiKeyRecord,
+    AuditEntry,
+    AuditRecord,
     ClaimedAction,
     Completion,
     JobRecord,
@@ -274,6 +277,30 @@ class FireOutcome:
     job_id: UUID | None  # None: skipped, failed to build, or another leader fired this time already
 
 
+def _api_key(row: Row[*tuple[Any, ...]]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        prefix=row.prefix,
+        key_hash=row.key_hash,
+        scopes=tuple(row.scopes.split()),
+        created_at=_utc(row.created_at),  # type: ignore[arg-type]
+        revoked_at=_utc(row.revoked_at),
+    )
+
+
+def _audit_row(entry: AuditEntry, target: str | None = None) -> dict[str, Any]:
+    return {
+        "tenant_id": entry.tenant_id,
+        "actor_key_id": entry.actor_key_id,
+        "actor": entry.actor[:200],
+        "action": entry.action,
+        "target": entry.target if entry.target is not None else target,
+        "details": entry.details,
+    }
+
+
 _COMPLETE_STATEMENT = {
     OutcomeKind.SUCCEEDED: q.COMPLETE_SUCCEEDED,
     OutcomeKind.RETRY: q.COMPLETE_RETRY,
@@ -415,8 +442,12 @@ class Repository:
         dedup: Sequence[DedupKey] = (),
         webhook_url: str | None = None,
         job_id: UUID | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[JobRecord, list[UUID]]:
         """Insert the job, its actions and their outbox rows in one transaction.
+
+        With ``audit``, the submission is recorded in the audit log in the same transaction (its target is the
+        new job's id).
 
         Pass ``connection`` to enqueue inside a transaction the caller already holds (the caller commits).
         With ``dedup`` keys, a key already held (and not expired) returns the job that holds it instead, with
@@ -426,7 +457,7 @@ class Repository:
         job_id = job_id or uuid7()
         action_ids = [uuid7() for _ in actions]
         if self._fast and connection is None and not dedup:
-            job = await self._create_job_pg(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url)
+            job = await self._create_job_pg(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit)
             return job, action_ids
         job_row = {
             "id": job_id,
@@ -506,6 +537,8 @@ class Repository:
             await conn.execute(q.INSERT_ACTIONS.values(created_at=now, updated_at=now, available_at=now), action_rows)
             await conn.execute(q.INSERT_OUTBOX.values(available_at=now), outbox_rows)
             await conn.execute(q.INSERT_EVENTS.values(created_at=now), [created_event])
+            if audit is not None:
+                await conn.execute(q.INSERT_AUDIT, _audit_row(audit, str(job_id)))
             if self.dialect == "postgresql":
                 await conn.execute(q.PG_NOTIFY_OUTBOX)
             return row
@@ -535,6 +568,7 @@ class Repository:
         job_id: UUID,
         action_ids: list[UUID],
         webhook_url: str | None,
+        audit: AuditEntry | None,
     ) -> JobRecord:
         """The job, its actions, their outbox rows and the relay's wake-up in one statement: one round trip."""
         types, queues, payloads, attempts, timeouts, bodies = [], [], [], [], [], []
@@ -578,6 +612,10 @@ class Repository:
                 concurrency_keys,
                 concurrency_limits,
                 webhook_url,
+                audit.actor[:200] if audit is not None else None,
+                audit.actor_key_id if audit is not None else None,
+                jsonutil.dumps_str(audit.details) if audit is not None and audit.details is not None else None,
+                audit.action if audit is not None else None,
             )
         self._outbox_event.set()
         assert row is not None
@@ -925,10 +963,11 @@ class Repository:
         async with self._tx() as conn:
             return {r.id for r in await conn.execute(q.SELECT_CANCELLED_AMONG, {"p_ids": list(action_ids)})}
 
-    async def cancel_job(self, tenant_id: str, job_id: UUID) -> CancelResult:
+    async def cancel_job(self, tenant_id: str, job_id: UUID, *, audit: AuditEntry | None = None) -> CancelResult:
         """Cancel a pending or running job: waiting actions at once; running ones are left to their workers.
 
-        Raises ``NotFound`` for an unknown job and ``Conflict`` for a job that is already final.
+        Raises ``NotFound`` for an unknown job and ``Conflict`` for a job that is already final. With ``audit``,
+        the cancellation is recorded in the same transaction.
         """
         async with self._tx() as conn:
             if (await conn.execute(q.CANCEL_JOB, {"p_id": job_id, "p_tenant": tenant_id})).first() is None:
@@ -941,9 +980,13 @@ class Repository:
             if cancelled:
                 await conn.execute(q.DELETE_OUTBOX_FOR_ACTIONS, {"p_ids": cancelled})
             await self._add_to_job_counters(conn, {job_id: [0, 0, len(cancelled)]})
+            if audit is not None:
+                await conn.execute(q.INSERT_AUDIT, _audit_row(audit, str(job_id)))
         return CancelResult(job_id, cancelled, running)
 
-    async def requeue_failed(self, tenant_id: str, action_id: UUID, *, extra_attempts: int) -> ClaimedAction:
+    async def requeue_failed(
+        self, tenant_id: str, action_id: UUID, *, extra_attempts: int, audit: AuditEntry | None = None
+    ) -> ClaimedAction:
         """Give a failed action ``extra_attempts`` more attempts and queue it again (retry and replay).
 
         The attempt number never goes back (it is the fencing token); the budget grows instead.
@@ -964,6 +1007,8 @@ class Repository:
                 raise Conflict(f"action {action_id} is {state.status}; only failed actions can be retried or replayed")
             action = _claimed(row)
             await conn.execute(q.REOPEN_JOB, {"p_job_id": action.job_id})
+            if audit is not None:
+                await conn.execute(q.INSERT_AUDIT, _audit_row(audit, str(action_id)))
             body = messages.encode_claimed(action)
             await conn.execute(q.INSERT_OUTBOX.values(available_at=db_now()), [
                 {"action_id": action.id, "queue": action.queue, "body": body}
@@ -1032,7 +1077,124 @@ class Repository:
         async with self._tx() as conn:
             return [_claimed(r) for r in await conn.execute(q.SELECT_EXPIRED_LEASES, {"p_limit": limit})]
 
+    # --- API keys -----------------------------------------------------------------------------------
+    async def create_api_key(
+        self,
+        *,
+        tenant_id: str,
+        name: str | None,
+        prefix: str,
+        key_hash: str,
+        scopes: Sequence[str],
+        audit: AuditEntry | None = None,
+    ) -> ApiKeyRecord:
+        """Store a new key (its hash only); with ``audit``, record the creation in the same transaction."""
+        key_id = uuid7()
+        values = {
+            "id": key_id,
+            "tenant_id": tenant_id,
+            "name": name,
+            "prefix": prefix,
+            "key_hash": key_hash,
+            "scopes": " ".join(scopes),
+        }
+        async with self._tx() as conn:
+            row = (await conn.execute(q.INSERT_API_KEY, values)).one()
+            if audit is not None:
+                await conn.execute(q.INSERT_AUDIT, _audit_row(audit, str(key_id)))
+        return _api_key(row)
+
+    async def get_api_key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(q.SELECT_API_KEY_BY_PREFIX, {"p_prefix": prefix})).first()
+        return _api_key(row) if row is not None else None
+
+    async def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
+        """Every key (revoked ones too), or only one tenant's."""
+        params = {"p_tenant": tenant_id} if tenant_id is not None else {}
+        async with self._tx() as conn:
+            rows = await conn.execute(q.list_api_keys(with_tenant=tenant_id is not None), params)
+            return [_api_key(r) for r in rows]
+
+    async def any_active_api_key(self) -> bool:
+        async with self._tx() as conn:
+            return (await conn.execute(q.SELECT_ANY_ACTIVE_API_KEY)).first() is not None
+
+    async def find_api_key(self, ref: str, *, tenant_id: str | None = None) -> ApiKeyRecord | None:
+        """A key by its id or its prefix (only a tenant's with ``tenant_id``)."""
+        async with self._tx() as conn:
+            row = await self._find_api_key(conn, ref, tenant_id)
+        return _api_key(row) if row is not None else None
+
+    async def _find_api_key(self, conn: AsyncConnection, ref: str, tenant_id: str | None) -> Any:
+        try:
+            by_id: UUID | None = UUID(ref)
+        except ValueError:
+            by_id = None
+        params: dict[str, Any] = {"p_id": by_id, "p_ref": ref}
+        if tenant_id is not None:
+            params["p_tenant"] = tenant_id
+        return (await conn.execute(q.select_api_key(with_tenant=tenant_id is not None), params)).first()
+
+    async def revoke_api_key(
+        self, ref: str, *, tenant_id: str | None = None, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
+        """Revoke a key given its id or its prefix (only a tenant's with ``tenant_id``); returns it, revoked.
+
+        Raises ``NotFound`` for an unknown key and ``Conflict`` for one already revoked.
+        """
+        async with self._tx() as conn:
+            found = await self._find_api_key(conn, ref, tenant_id)
+            if found is None:
+                raise NotFound(f"API key {ref} not found")
+            row = (await conn.execute(q.REVOKE_API_KEY, {"p_id": found.id})).first()
+            if row is None:
+                raise Conflict(f"API key {ref} is already revoked")
+            if audit is not None:
+                await conn.execute(q.INSERT_AUDIT, _audit_row(audit, str(found.id)))
+        return _api_key(row)
+
+    # --- audit log ----------------------------------------------------------------------------------
+    async def record_audit(self, entry: AuditEntry, *, connection: AsyncConnection | None = None) -> None:
+        """Append one line to the audit log; pass ``connection`` to write it in the caller's transaction."""
+        if connection is not None:
+            async with translate_errors():
+                await connection.execute(q.INSERT_AUDIT, _audit_row(entry))
+            return
+        async with self._tx() as conn:
+            await conn.execute(q.INSERT_AUDIT, _audit_row(entry))
+
+    async def list_audit(
+        self, tenant_id: str, *, before: int | None = None, limit: int = 100, action: str | None = None
+    ) -> list[AuditRecord]:
+        """A tenant's audit log, newest first; ``before`` is the id of the last line of the previous page."""
+        stmt = q.list_audit(with_cursor=before is not None, with_action=action is not None)
+        params: dict[str, Any] = {"p_tenant": tenant_id, "p_limit": limit}
+        if before is not None:
+            params["p_before"] = before
+        if action is not None:
+            params["p_action"] = action
+        async with self._tx() as conn:
+            return [
+                AuditRecord(
+                    id=int(r.id),
+                    tenant_id=r.tenant_id,
+                    at=_utc(r.at),  # type: ignore[arg-type]
+                    actor_key_id=r.actor_key_id,
+                    actor=r.actor,
+                    action=r.action,
+                    target=r.target,
+                    details=r.details,
+                )
+                for r in await conn.execute(stmt, params)
+            ]
+
     # --- reads --------------------------------------------------------------------------------------
+    async def count_waiting_actions(self, tenant_id: str) -> int:
+        """A tenant's actions waiting to run (queued or retrying), for the queued-actions quota."""
+        async with self._tx() as conn:
+            return int((await conn.execute(q.COUNT_WAITING_ACTIONS, {"p_tenant": tenant_id})).scalar() or 0)
+
     async def get_job(self, tenant_id: str, job_id: UUID) -> JobRecord | None:
         async with self._tx() as conn:
             row = (await conn.execute(q.SELECT_JOB, {"p_id": job_id, "p_tenant": tenant_id})).first()

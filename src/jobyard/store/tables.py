@@ -249,3 +249,33 @@ webhook_deliveries = Table(
     ),
     Index("ix_jobyard_webhook_deliveries_created", "created_at"),
 )
+
+# API keys: only the SHA-256 of a key is kept; ``prefix`` (public, unique) finds the row for a presented key.
+api_keys = Table(
+    "jobyard_api_keys",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(200)),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("scopes", String(200), nullable=False),  # space-separated, e.g. "jobs:read jobs:write"
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Index("ix_jobyard_api_keys_tenant", "tenant_id", "id"),
+)
+
+# Who did what, and when: submissions, cancellations, retries, replays, key changes (and later schedules, webhooks).
+audit = Table(
+    "jobyard_audit",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("actor_key_id", Uuid),  # NULL: not a key (the CLI, or an API serving without keys)
+    Column("actor", String(200), nullable=False),  # the key's name (or id), "cli" or "anonymous"
+    Column("action", String(64), nullable=False),  # e.g. job.submitted, key.revoked
+    Column("target", String(200)),  # the job, action or key it was about
+    Column("details", JSONType),
+    Index("ix_jobyard_audit_tenant_id", "tenant_id", "id"),
+)

@@ -32,10 +32,14 @@
   }
   const s = (tag, attrs, ...children) => h(tag, { ...attrs, svg: true }, ...children);
 
+  // Signed-in pages carry the session's CSRF token; unsafe requests echo it (the server checks).
+  const csrf = document.querySelector('meta[name="csrf-token"]');
   async function api(method, url, body) {
+    const headers = body === undefined ? {} : { "content-type": "application/json" };
+    if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf.content;
     const response = await fetch(url, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await response.text();
