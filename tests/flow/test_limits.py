@@ -90,3 +90,23 @@ async def test_a_tenant_may_have_only_so_many_actions_waiting(make_settings: Any
     assert over.status_code == 429 and fits.status_code == 202 and bob_response.status_code == 202
     detail = over.json()["detail"]
     assert "at most 3 actions waiting (JOBYARD_TENANT_MAX_QUEUED_ACTIONS)" in detail and "2 are waiting" in detail
+
+
+async def test_json_the_store_cannot_keep_is_a_422_naming_the_field(make_settings: Any) -> None:
+    async with stack(make_settings(), yard) as s:
+        headers = {"content-type": "application/json"}
+        huge_int = await s.http.post(
+            "/api/jobs",
+            content=b'{"actions": [{"type": "demo.noop", "payload": 123456789012345678901234}]}',
+            headers=headers,
+        )
+        surrogate = await s.http.post(
+            "/api/jobs", content=b'{"actions": [{"type": "demo.noop"}], "metadata": {"k": "\\ud800"}}', headers=headers
+        )
+        nul = await s.http.post("/api/jobs", json={"actions": [{"type": "demo.noop", "payload": {"k": "a\x00b"}}]})
+        listed = (await s.http.get("/api/jobs")).json()["items"]
+    assert huge_int.status_code == 422 and huge_int.json()["detail"][0]["loc"] == ["body", "actions", 0, "payload"]
+    assert "64 bits" in huge_int.json()["detail"][0]["msg"]
+    assert surrogate.status_code == 422 and surrogate.json()["detail"][0]["loc"] == ["body", "metadata"]
+    assert nul.status_code == 422 and "NUL" in nul.json()["detail"][0]["msg"]
+    assert listed == []

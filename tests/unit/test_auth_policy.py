@@ -69,3 +69,13 @@ def test_admin_implies_every_scope_and_other_scopes_only_themselves() -> None:
     assert admin.allows("jobs:write") and admin.allows("jobs:read")
     assert reader.allows("jobs:read") and not reader.allows("jobs:write") and not reader.allows("admin")
     assert OPEN_PRINCIPAL.tenant == "default" and OPEN_PRINCIPAL.allows("admin")
+
+
+def test_rate_limits_count_per_key_whichever_header_carries_it() -> None:
+    from jobyard.api.ratelimit import caller_identity
+
+    by_bearer = caller_identity({"headers": [(b"authorization", b"Bearer jy_k")], "client": ("10.0.0.1", 1)})
+    by_header = caller_identity({"headers": [(b"x-api-key", b"jy_k")], "client": ("10.0.0.1", 1)})
+    anonymous = caller_identity({"headers": [], "client": ("10.0.0.1", 1)})
+    assert by_bearer.startswith("key:") and by_header.startswith("key:") and by_header != anonymous
+    assert "jy_k" not in by_bearer + by_header

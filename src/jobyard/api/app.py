@@ -19,6 +19,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobyard import __version__
 from jobyard.api import deps, schemas
@@ -62,6 +64,7 @@ RETRY_AFTER_SECONDS = "2"
 
 # Every /api route may answer these (documented once here, for the OpenAPI schema).
 _CALLER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorOut, "description": "the request body could not be read (not UTF-8 JSON)"},
     401: {"model": schemas.ErrorOut, "description": "no valid API key (or dashboard session)"},
     403: {"model": schemas.ErrorOut, "description": "the key lacks the scope, or the CSRF token is missing"},
     413: {"model": schemas.ErrorOut, "description": "the request body (or an action's payload) is too large"},
@@ -160,7 +163,23 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
     _install_health(app)
+    _document_action_types(app, yard)
     return app
+
+
+def _document_action_types(app: FastAPI, yard: Yard) -> None:
+    """The schema lists this app's registered action types as the values an action's ``type`` may take."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        action_in = schema.get("components", {}).get("schemas", {}).get("ActionIn", {})
+        type_property = action_in.get("properties", {}).get("type")
+        if type_property is not None and yard.definitions:
+            type_property["enum"] = sorted(d.name for d in yard.definitions)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # Errors answered with their message as ``detail`` and nothing more.
@@ -195,6 +214,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         retry_after = str(max(1, math.ceil(exc.retry_after)))
         return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": retry_after})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # name every method of the path, not only those of the first route matched
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:
         log.warning("store error on %s %s: %s", request.method, request.url.path, exc)
@@ -224,14 +250,30 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _jsonable(errors)}, status_code=422)
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {_text(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int | float | bool) or value is None:
         return value
-    return str(value)
+    return _text(str(value))
+
+
+def _text(value: Any) -> str:
+    """Text that encodes as UTF-8: a lone surrogate echoed back from bad input is shown escaped, not a 500."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _store_gauges(rt: Runtime) -> dict[str, Any]:
@@ -245,7 +287,13 @@ async def _store_gauges(rt: Runtime) -> dict[str, Any]:
 
 
 def _install_health(app: FastAPI) -> None:
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this API process and the store")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics of this API process and the store",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus text format"}},
+    )
     async def metrics(request: Request) -> Response:
         rt: Runtime = request.app.state.runtime
         return Response(rt.metrics.render(), media_type=CONTENT_TYPE)

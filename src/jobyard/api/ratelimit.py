@@ -24,7 +24,7 @@ def route_group(method: str, path: str) -> str | None:
 def caller_identity(scope: Scope) -> str:
     """The API key when one is presented (hashed: never store it), else the client's address."""
     for name, value in scope.get("headers", []):
-        if name == b"authorization":
+        if name in (b"authorization", b"x-api-key"):
             return "key:" + hashlib.sha256(value).hexdigest()[:24]
     client = scope.get("client")
     return f"ip:{client[0] if client else 'unknown'}"

@@ -71,13 +71,15 @@ async def list_deliveries(
     )
 
 
-@router.get("/{webhook_id}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="One webhook")
+@router.get("/{webhook_id:uuid}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="One webhook")
 async def get_webhook(webhook_id: UUID, rt: RuntimeDep, caller: deps.Admin) -> Response:
     tenant = caller.tenant
     return deps.json_response(webhook_view(await rt.repo.get_webhook(tenant, webhook_id)))
 
 
-@router.patch("/{webhook_id}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="Enable or disable")
+@router.patch(
+    "/{webhook_id:uuid}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="Enable or disable"
+)
 async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: RuntimeDep, caller: deps.Admin) -> Response:
     tenant = caller.tenant
     row = await rt.repo.set_webhook_active(tenant, webhook_id, body.active)
@@ -86,7 +88,7 @@ async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: Runti
     return deps.json_response(webhook_view(row))
 
 
-@router.delete("/{webhook_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a webhook endpoint")
+@router.delete("/{webhook_id:uuid}", status_code=204, responses=_NOT_FOUND, summary="Delete a webhook endpoint")
 async def delete_webhook(webhook_id: UUID, rt: RuntimeDep, caller: deps.Admin) -> Response:
     tenant = caller.tenant
     await rt.repo.delete_webhook(tenant, webhook_id)

@@ -6,12 +6,37 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobyard import jsonutil
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 
 JobStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 ActionStatusName = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+
+
+def storable_json(value: Any) -> Any:
+    """Refuse JSON the store cannot keep as it is: integers beyond 64 bits, lone surrogates, NUL characters."""
+    try:
+        encoded = jsonutil.dumps(value)
+    except TypeError as exc:
+        raise ValueError(
+            f"not storable as JSON ({exc}); integers must fit in 64 bits, strings be valid Unicode"
+        ) from None
+    if b"\\u0000" in encoded and _has_nul(value):  # PostgreSQL's jsonb cannot hold NUL
+        raise ValueError("strings must not contain NUL characters (\\u0000)")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class ActionIn(BaseModel):
@@ -26,6 +51,8 @@ class ActionIn(BaseModel):
         None, min_length=1, max_length=200, description="at most concurrency_limit actions with this key run at once"
     )
     concurrency_limit: int | None = Field(None, ge=1, le=10_000)
+
+    _storable_payload = field_validator("payload")(storable_json)
 
 
 class JobIn(BaseModel):
@@ -47,6 +74,8 @@ class JobIn(BaseModel):
         max_length=2000,
         description="POSTed the signed job.completed event when the job is final (needs JOBYARD_WEBHOOK_SECRET)",
     )
+
+    _storable_metadata = field_validator("metadata")(storable_json)
 
 
 class JobAccepted(BaseModel):
