@@ -20,6 +20,7 @@ from jobyard.errors import ValidationError
 
 MissedPolicy = Literal["skip", "run_once"]
 MIN_INTERVAL = 1.0
+MAX_INTERVAL = 366 * 86400.0  # a year and a day: longer periods belong in a cron expression
 
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -36,6 +37,8 @@ def parse_every(value: str | float) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s")[0]]
     if not math.isfinite(seconds) or seconds < MIN_INTERVAL:
         raise ValidationError(f"an interval must be at least {MIN_INTERVAL:g} second", ("every",))
+    if seconds > MAX_INTERVAL:
+        raise ValidationError("an interval may be at most 366 days (use cron for longer periods)", ("every",))
     return seconds
 
 

@@ -62,7 +62,11 @@ async def test_1000_parallel_submissions_over_two_instances_admit_exactly_the_li
     assert int(refused["retry-after"]) >= 1 and refused["ratelimit-limit"] == "100"
     assert admitted["ratelimit-remaining"].isdigit()
     async with httpx.AsyncClient(base_url=cluster.url) as http:
-        detail = (await http.post("/api/jobs", content=body, headers={"content-type": "application/json"})).json()
+        for _ in range(10):  # GCRA lets one more through every 0.6 s: ask until refused
+            answer = await http.post("/api/jobs", content=body, headers={"content-type": "application/json"})
+            if answer.status_code == 429:
+                break
+        detail = answer.json()
     assert "rate limit of 100 submit requests" in detail["detail"]
     client = aioredis.from_url(services.REDIS_URL)
     try:
