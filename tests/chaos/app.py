@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ _pool_lock = asyncio.Lock()
 
 EFFECTS_TABLE = """
 CREATE TABLE IF NOT EXISTS chaos_effects (
+    run_id uuid PRIMARY KEY,  -- one execution of the handler: its own insert retries cannot count twice
     action_id uuid NOT NULL,
     attempt integer NOT NULL,
     worker text NOT NULL,
@@ -39,13 +41,20 @@ async def _pool() -> asyncpg.Pool:
 
 @yard.action("chaos.effect", max_attempts=10, timeout=60)
 async def effect(ctx: ActionContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Sleep ``ms`` milliseconds, then record this attempt's side effect (retrying while PostgreSQL restarts)."""
+    """Sleep ``ms`` milliseconds, then record this attempt's side effect (retrying while PostgreSQL restarts).
+
+    The insert is idempotent per execution (``run_id``): when PostgreSQL goes down after committing it but before
+    answering, the retry must not look like a second execution. Two executions of one attempt still show.
+    """
     await asyncio.sleep(float(payload.get("ms", 50)) / 1000)
+    run_id = uuid.uuid4()
     for delay in (0.2, 0.5, 1, 2, 4, 8):
         try:
             pool = await _pool()
             await pool.execute(
-                "INSERT INTO chaos_effects (action_id, attempt, worker) VALUES ($1, $2, $3)",
+                "INSERT INTO chaos_effects (run_id, action_id, attempt, worker) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (run_id) DO NOTHING",
+                run_id,
                 ctx.action_id,
                 ctx.attempt,
                 ctx.worker_id,
