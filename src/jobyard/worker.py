@@ -246,7 +246,7 @@ class Worker:
         by_id = {c.id: c for c in claimed}
         await self.events.publish([_running_event(c) for c in claimed])
         for item in batch:
-            action = by_id.get(item.message.id)
+            action = by_id.pop(item.message.id, None)  # a second delivery in the same batch is a duplicate
             if action is None:
                 # Already running elsewhere, finished or cancelled: a duplicate delivery. Drop it.
                 self._free.release()

@@ -128,3 +128,40 @@ async def test_graceful_shutdown_hands_back_unfinished_actions_without_using_att
     assert short["status"] == "succeeded"
     assert long["status"] == "queued" and "shut down" in long["error"]
     assert long["attempts"] == 1 and long["max_attempts"] == 4  # the interrupted attempt is not counted
+
+
+async def test_the_same_message_twice_in_one_claim_batch_runs_the_attempt_once(make_settings: Any) -> None:
+    """After a worker is killed, a redelivered message and its republished copy can land in one claim batch."""
+    from collections import Counter
+
+    from jobyard import messages
+    from jobyard.model import ActionSpecIn
+    from jobyard.worker import Worker, _Intake
+
+    runs: Counter[tuple[str, int]] = Counter()
+    dup = Yard("dup")
+
+    @dup.action("dup.count", queue="held")
+    async def count(ctx: Any, payload: Any) -> None:
+        runs[(str(ctx.action_id), ctx.attempt)] += 1
+        await asyncio.sleep(0.05)
+
+    async with stack(make_settings(), dup, workers=0) as s:
+        rt = s.runtime
+        spec = ActionSpecIn("dup.count", "held", None, 3, 30.0)
+        job, (action_id,) = await rt.repo.create_job(tenant_id="default", name=None, metadata={}, actions=[spec])
+        body = messages.encode_action(action_id, job.id, spec.type, spec.queue, None, 3, 30.0)
+        worker = Worker(
+            settings=s.settings, repo=rt.repo, broker=rt.broker, results=rt.results, events=rt.events,
+            yard=dup, queues=["nobody"],
+        )  # fmt: skip
+        await worker.start()
+        try:
+            for _ in range(2):
+                await worker._free.acquire()
+            await worker._claim_and_run([_Intake(m, None) for m in messages.unpack(messages.pack([body, body]))])
+            final = (await s.wait(str(job.id)))["status"]
+        finally:
+            await worker.stop(grace=5)
+    assert final == "succeeded"
+    assert runs == Counter({(str(action_id), 1): 1}), runs
