@@ -50,7 +50,7 @@ async def test_kill_9_a_worker_five_times_with_500_in_flight(chaos: Any) -> None
     await c.drain()
     counts = await c.counts("a. kill -9 a worker x5")
     assert min(in_flight_at_kill) >= 500, in_flight_at_kill
-    assert counts.accepted >= 2500 and counts.clean, counts
+    assert counts.accepted == c.actions_accepted > 0 and counts.clean, counts
     assert counts.effects >= counts.succeeded == counts.accepted
 
 
