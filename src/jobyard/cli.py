@@ -288,11 +288,7 @@ def submit(
     api_key: ApiKey = None,
 ) -> None:
     """Submit a job of COUNT actions of TYPE; prints the job id."""
-    try:
-        data = json.loads(payload) if payload is not None else None
-    except json.JSONDecodeError as exc:
-        typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
+    data = _payload(payload)
     try:
         with _client(url, api_key) as client:
             job_id = client.submit([{"type": action_type, "payload": data}] * count, name=name)
@@ -335,6 +331,15 @@ def status(
     except (OSError, TimeoutError, httpx.HTTPError) as exc:
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
+
+
+def _payload(payload: str | None) -> Any:
+    """The ``--payload`` option as JSON (None when absent); exit 2 with the parser's message when malformed."""
+    try:
+        return json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _call_api(url: str, api_key: str | None, call: Callable[[Any], Any]) -> Any:
@@ -441,11 +446,7 @@ def schedules_create(
     api_key: ApiKey = None,
 ) -> None:
     """Create a schedule (give --cron or --every)."""
-    try:
-        data = json.loads(payload) if payload is not None else None
-    except json.JSONDecodeError as exc:
-        typer.secho(f"--payload is not valid JSON: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
+    data = _payload(payload)
     body: dict[str, Any] = {
         "name": name,
         "timezone": timezone,

@@ -38,7 +38,6 @@ def _checked_timing(body: schemas.ScheduleIn, now: datetime) -> Timing:
 
 @router.post("", status_code=201, response_model=schemas.ScheduleOut, summary="Create a schedule")
 async def create_schedule(body: schemas.ScheduleIn, rt: RuntimeDep, yard: YardDep, caller: deps.Writer) -> Response:
-    tenant = caller.tenant
     try:
         build_action_specs(yard, rt.settings, body.job.actions)
     except ValidationError as exc:
@@ -48,7 +47,7 @@ async def create_schedule(body: schemas.ScheduleIn, rt: RuntimeDep, yard: YardDe
     schedule = await rt.repo.create_schedule(
         {
             "id": uuid7(),
-            "tenant_id": tenant,
+            "tenant_id": caller.tenant,
             "name": body.name,
             "cron": timing.cron,
             "interval_seconds": timing.interval,
@@ -69,8 +68,7 @@ async def create_schedule(body: schemas.ScheduleIn, rt: RuntimeDep, yard: YardDe
 
 @router.get("", response_model=schemas.ScheduleList, summary="The tenant's schedules")
 async def list_schedules(rt: RuntimeDep, caller: deps.Reader) -> Response:
-    tenant = caller.tenant
-    return deps.json_response({"items": [schedule_view(s) for s in await rt.repo.list_schedules(tenant)]})
+    return deps.json_response({"items": [schedule_view(s) for s in await rt.repo.list_schedules(caller.tenant)]})
 
 
 async def _schedule(rt: Runtime, tenant: str, schedule_id: UUID) -> ScheduleRecord:
@@ -87,8 +85,7 @@ async def _schedule(rt: Runtime, tenant: str, schedule_id: UUID) -> ScheduleReco
     summary="A schedule and its latest fires",
 )
 async def get_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response:
-    tenant = caller.tenant
-    schedule = await _schedule(rt, tenant, schedule_id)
+    schedule = await _schedule(rt, caller.tenant, schedule_id)
     view = schedule_view(schedule)
     view["fires"] = await rt.repo.schedule_fires(schedule.id)
     return deps.json_response(view)
@@ -96,9 +93,8 @@ async def get_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Reader) -
 
 @router.post("/{schedule_id}/pause", response_model=schemas.ScheduleOut, responses=_NOT_FOUND, summary="Pause")
 async def pause_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
-    tenant = caller.tenant
-    schedule = await _schedule(rt, tenant, schedule_id)
-    paused = await rt.repo.set_schedule_paused(tenant, schedule_id, True, schedule.next_fire_at)
+    schedule = await _schedule(rt, caller.tenant, schedule_id)
+    paused = await rt.repo.set_schedule_paused(caller.tenant, schedule_id, True, schedule.next_fire_at)
     await rt.repo.record_audit(caller.audit("schedule.paused", str(schedule_id)))
     return deps.json_response(schedule_view(paused))
 
@@ -110,10 +106,9 @@ async def pause_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer)
     summary="Resume: the next fire time is computed from now (runs missed while paused are not made up)",
 )
 async def resume_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
-    tenant = caller.tenant
-    schedule = await _schedule(rt, tenant, schedule_id)
+    schedule = await _schedule(rt, caller.tenant, schedule_id)
     resumed = await rt.repo.set_schedule_paused(
-        tenant, schedule_id, False, schedule.timing.next_after(datetime.now(UTC))
+        caller.tenant, schedule_id, False, schedule.timing.next_after(datetime.now(UTC))
     )
     await rt.repo.record_audit(caller.audit("schedule.resumed", str(schedule_id)))
     return deps.json_response(schedule_view(resumed))
@@ -121,7 +116,6 @@ async def resume_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer
 
 @router.delete("/{schedule_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a schedule")
 async def delete_schedule(schedule_id: UUID, rt: RuntimeDep, caller: deps.Writer) -> Response:
-    tenant = caller.tenant
-    await rt.repo.delete_schedule(tenant, schedule_id)
+    await rt.repo.delete_schedule(caller.tenant, schedule_id)
     await rt.repo.record_audit(caller.audit("schedule.deleted", str(schedule_id)))
     return Response(status_code=204)

@@ -30,13 +30,12 @@ async def check_target(rt: Runtime, url: str, loc: tuple[str | int, ...]) -> Non
 
 @router.post("", status_code=201, response_model=schemas.WebhookCreated, summary="Register a webhook endpoint")
 async def create_webhook(body: schemas.WebhookIn, rt: RuntimeDep, caller: deps.Admin) -> Response:
-    tenant = caller.tenant
     await check_target(rt, body.url, ("body", "url"))
     secret = "whsec_" + secrets.token_urlsafe(32)
     row = await rt.repo.create_webhook(
         {
             "id": uuid7(),
-            "tenant_id": tenant,
+            "tenant_id": caller.tenant,
             "url": body.url,
             "secret": secret,
             "events": sorted(set(body.events)),
@@ -50,8 +49,7 @@ async def create_webhook(body: schemas.WebhookIn, rt: RuntimeDep, caller: deps.A
 
 @router.get("", response_model=schemas.WebhookList, summary="The tenant's webhook endpoints (without secrets)")
 async def list_webhooks(rt: RuntimeDep, caller: deps.Admin) -> Response:
-    tenant = caller.tenant
-    return deps.json_response({"items": [webhook_view(w) for w in await rt.repo.list_webhooks(tenant)]})
+    return deps.json_response({"items": [webhook_view(w) for w in await rt.repo.list_webhooks(caller.tenant)]})
 
 
 @router.get("/deliveries", response_model=schemas.DeliveryPage, summary="The delivery log, newest first")
@@ -63,8 +61,9 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: UUID | None = None,
 ) -> Response:
-    tenant = caller.tenant
-    rows = await rt.repo.list_deliveries(tenant, status=status, webhook_id=webhook_id, before=cursor, limit=limit + 1)
+    rows = await rt.repo.list_deliveries(
+        caller.tenant, status=status, webhook_id=webhook_id, before=cursor, limit=limit + 1
+    )
     page, more = rows[:limit], len(rows) > limit
     return deps.json_response(
         {"items": [delivery_view(r) for r in page], "next_cursor": page[-1]["id"] if more and page else None}
@@ -73,16 +72,14 @@ async def list_deliveries(
 
 @router.get("/{webhook_id:uuid}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="One webhook")
 async def get_webhook(webhook_id: UUID, rt: RuntimeDep, caller: deps.Admin) -> Response:
-    tenant = caller.tenant
-    return deps.json_response(webhook_view(await rt.repo.get_webhook(tenant, webhook_id)))
+    return deps.json_response(webhook_view(await rt.repo.get_webhook(caller.tenant, webhook_id)))
 
 
 @router.patch(
     "/{webhook_id:uuid}", response_model=schemas.WebhookOut, responses=_NOT_FOUND, summary="Enable or disable"
 )
 async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: RuntimeDep, caller: deps.Admin) -> Response:
-    tenant = caller.tenant
-    row = await rt.repo.set_webhook_active(tenant, webhook_id, body.active)
+    row = await rt.repo.set_webhook_active(caller.tenant, webhook_id, body.active)
     what = "webhook.enabled" if body.active else "webhook.disabled"
     await rt.repo.record_audit(caller.audit(what, str(webhook_id)))
     return deps.json_response(webhook_view(row))
@@ -90,7 +87,6 @@ async def update_webhook(webhook_id: UUID, body: schemas.WebhookPatch, rt: Runti
 
 @router.delete("/{webhook_id:uuid}", status_code=204, responses=_NOT_FOUND, summary="Delete a webhook endpoint")
 async def delete_webhook(webhook_id: UUID, rt: RuntimeDep, caller: deps.Admin) -> Response:
-    tenant = caller.tenant
-    await rt.repo.delete_webhook(tenant, webhook_id)
+    await rt.repo.delete_webhook(caller.tenant, webhook_id)
     await rt.repo.record_audit(caller.audit("webhook.deleted", str(webhook_id)))
     return Response(status_code=204)

@@ -304,29 +304,42 @@ class RabbitBroker:
             # Straight to aiormq: aio-pika's Message/Exchange layer cost a third of the relay's CPU per message,
             # and ``wait=False`` queues every frame at once instead of one writer round per message; the
             # confirms are still awaited below. Properties are per message: aiormq stamps each with an id.
-            underlay = await channel.get_underlay_channel()
-            confirms = [
-                underlay.basic_publish(
-                    body,
-                    exchange="",
-                    routing_key=self.queue_name(queue),
-                    properties=aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json"),
-                    mandatory=True,
-                    timeout=self._publish_timeout,
-                    **_NO_DRAIN_WAIT,
-                )
-                for queue, body in messages
-            ]
-            for confirmation in await asyncio.gather(*confirms):
-                if not isinstance(confirmation, aiormq.spec.Basic.Ack):
-                    # A basic.return (unroutable with mandatory) comes back as the returned message.
-                    raise BrokerError(f"RabbitMQ could not route a message: {confirmation!r}")
+            routed = [(self.queue_name(queue), body) for queue, body in messages]
+            # A basic.return (unroutable with mandatory) comes back as the returned message.
+            await self._publish_confirmed(channel, "", routed, mandatory=True, refused="could not route a message")
         except aiormq.exceptions.PublishError as exc:
             raise BrokerError(f"RabbitMQ could not route a message: {exc}") from exc
         except aiormq.exceptions.DeliveryError as exc:
             raise BrokerError(f"RabbitMQ refused a message (nack): {exc}") from exc
         except _CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"RabbitMQ connection failed while publishing: {exc!r}") from exc
+
+    async def _publish_confirmed(
+        self,
+        channel: AbstractChannel,
+        exchange: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        mandatory: bool,
+        refused: str,
+    ) -> None:
+        """Persistent ``(routing key, body)`` messages to ``exchange``: frames queued at once, confirms awaited."""
+        underlay = await channel.get_underlay_channel()
+        confirms = [
+            underlay.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json"),
+                mandatory=mandatory,
+                timeout=self._publish_timeout,
+                **_NO_DRAIN_WAIT,
+            )
+            for routing_key, body in items
+        ]
+        for confirmation in await asyncio.gather(*confirms):
+            if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+                raise BrokerError(f"RabbitMQ {refused}: {confirmation!r}")
 
     async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Publish domain events to the durable topic exchange (persistent messages, publisher confirms).
@@ -340,21 +353,9 @@ class RabbitBroker:
             if not self._exchange_declared:
                 await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
                 self._exchange_declared = True
-            underlay = await channel.get_underlay_channel()
-            confirms = [
-                underlay.basic_publish(
-                    body,
-                    exchange=self.events_exchange,
-                    routing_key=routing_key,
-                    properties=aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json"),
-                    timeout=self._publish_timeout,
-                    **_NO_DRAIN_WAIT,
-                )
-                for routing_key, body in events
-            ]
-            for confirmation in await asyncio.gather(*confirms):
-                if not isinstance(confirmation, aiormq.spec.Basic.Ack):
-                    raise BrokerError(f"RabbitMQ did not confirm an event: {confirmation!r}")
+            await self._publish_confirmed(
+                channel, self.events_exchange, events, mandatory=False, refused="did not confirm an event"
+            )
         except aiormq.exceptions.DeliveryError as exc:
             raise BrokerError(f"RabbitMQ refused an event (nack): {exc}") from exc
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
