@@ -89,7 +89,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"jobyard status reads: {status['achieved_rps']:.0f}/s (target {status['target_rps']:.0f}), "
                 f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
-                f"errors {status['errors']}"
+                f"errors {status['errors']}; CPU s meanwhile {status['cpu_s']}"
             )
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -48,13 +50,11 @@ async def get_loop(port: int, paths: list[str], rate: float, seconds: float, con
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     latencies: list[float] = []
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.05
+    clock = time.perf_counter  # not loop.time(): uvloop's clock ticks in whole milliseconds
+    start = clock() + 0.05
     total = int(rate * seconds)
 
-    async def one(i: int) -> None:
-        scheduled = start + i / rate
-        await asyncio.sleep(max(0.0, scheduled - loop.time()))
+    async def one(scheduled: float) -> None:
         reader, writer = await pool.get()
         try:
             writer.write(f"GET {random.choice(paths)} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
@@ -63,11 +63,27 @@ async def get_loop(port: int, paths: list[str], rate: float, seconds: float, con
                 int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
             )
             await reader.readexactly(length)
-            latencies.append((loop.time() - scheduled) * 1000)
+            latencies.append((clock() - scheduled) * 1000)
         finally:
             pool.put_nowait((reader, writer))
 
-    await asyncio.gather(*(one(i) for i in range(total)))
+    # Each request is started at its scheduled time (creating them all up front would itself delay the first
+    # ones by the time it takes); a late start still counts from the schedule, so server stalls are charged.
+    # The load generator's own garbage collections (it holds every request's task) would stall its sends and
+    # be charged to the server: it collects before and after the timed loop, not during it.
+    gc.collect()
+    gc.disable()
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        pause = scheduled - clock()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        gc.enable()
     while not pool.empty():
         pool.get_nowait()[1].close()
     return latencies

@@ -13,7 +13,7 @@ from typing import Any
 from jobyard import jsonutil
 from jobyard.errors import KVError
 from jobyard.kv import keys
-from jobyard.kv.base import KV
+from jobyard.kv.base import KV, Writes
 from jobyard.kv.cache import Cache
 
 log = logging.getLogger("jobyard.events")
@@ -26,28 +26,37 @@ class EventBus:
         self.kv = kv
         self.cache = cache
 
-    async def publish(self, events: Sequence[dict[str, Any]]) -> None:
-        """Publish each event on its job's channel, its tenant's channel and the all-events channel; best effort.
+    async def publish(self, events: Sequence[dict[str, Any]], also: Writes | None = None) -> None:
+        """Publish ``events`` as one message on the all-events channel, with ``also`` in the same round trip.
 
-        An event's ``ts`` is set by the publisher right after its commit (the stream latency is measured from it).
+        Best effort: the events are a notification, ``also`` the fast copies (results), the store keeps the record.
+        Each event's job also has its cached reads invalidated first. An event's ``ts`` is set by the publisher
+        right after its commit (the stream latency is measured from it).
         """
-        if not events:
+        writes = Writes() if also is None else also
+        todo: list[str] = []
+        if events:
+            now = time.time()
+            for event in events:
+                event.setdefault("ts", now)
+            if self.cache is not None:
+                todo, invalidation = self.cache.invalidation(sorted({str(e["job_id"]) for e in events}))
+                writes.add(invalidation)
+            writes.publishes.append((keys.all_events_channel(), jsonutil.dumps(list(events))))
+        if not writes:
             return
-        now = time.time()
-        out: list[tuple[str, bytes]] = []
-        for event in events:
-            event.setdefault("ts", now)
-            body = jsonutil.dumps(event)
-            out.append((keys.job_events_channel(event["job_id"]), body))
-            out.append((keys.all_events_channel(), body))
-            if "tenant_id" in event:
-                out.append((keys.tenant_events_channel(event["tenant_id"]), body))
-        if self.cache is not None:
-            await self.cache.invalidate(sorted({str(e["job_id"]) for e in events}))
         try:
-            await self.kv.publish_many(out)
+            await self.kv.apply(writes)
         except KVError as exc:
-            log.debug("events not published (%s); subscribers fall back to reading the store", exc)
+            if self.cache is not None:
+                self.cache.invalidation_failed(todo, exc)
+            if writes.sets:
+                log.warning("results not cached and events not published (%s); the store has the record", exc)
+            else:
+                log.debug("events not published (%s); subscribers fall back to reading the store", exc)
+            return
+        if self.cache is not None:
+            self.cache.invalidation_sent(todo)
 
     async def control(self, message: dict[str, Any]) -> None:
         """An instruction to every worker (e.g. cancel running actions); workers also poll the store for it."""

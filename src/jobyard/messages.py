@@ -1,8 +1,9 @@
 """The broker message format: JSON, self-contained, versioned.
 
 A message is ``{"v": 1, "actions": [action, ...]}``; each action carries everything a worker needs
-(id, job_id, type, queue, payload, max_attempts, timeout). The outbox stores one encoded action per row and
-the relay packs rows into messages without decoding them.
+(id, job_id, type, queue, payload, max_attempts, timeout). An outbox row holds either one encoded action (a
+retry, a replay: the relay packs such rows into messages without decoding them) or a whole message already
+packed at submission (up to ``JOBYARD_MESSAGE_ACTIONS`` actions of one job and queue), published as it is.
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ def encode_claimed(action: Any) -> bytes:
 def pack(encoded_actions: list[bytes]) -> bytes:
     """One message body from already-encoded actions (no re-encoding on the relay's hot path)."""
     return b'{"v":1,"actions":[' + b",".join(encoded_actions) + b"]}"
+
+
+def is_packed(body: bytes) -> bool:
+    """True for a whole message (as packed at submission), False for one encoded action."""
+    return body.startswith(b'{"v":')
+
+
+def chunks(queues: list[str], per_message: int) -> list[list[int]]:
+    """Indexes of a job's actions grouped by queue (in submission order), at most ``per_message`` per group."""
+    by_queue: dict[str, list[int]] = {}
+    for index, queue in enumerate(queues):
+        by_queue.setdefault(queue, []).append(index)
+    return [ids[i : i + per_message] for ids in by_queue.values() for i in range(0, len(ids), per_message)]
 
 
 def unpack(body: bytes) -> list[ActionMessage]:

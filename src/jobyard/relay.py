@@ -37,11 +37,14 @@ T = TypeVar("T")
 
 
 def pack_rows(rows: Sequence[OutboxRow], per_message: int) -> list[tuple[str, bytes]]:
-    """Group rows by queue, then pack up to ``per_message`` encoded actions into each message body."""
+    """Rows packed at submission go out as they are; single actions are grouped by queue, ``per_message`` a body."""
     by_queue: dict[str, list[bytes]] = defaultdict(list)
-    for row in rows:
-        by_queue[row.queue].append(row.body)
     out: list[tuple[str, bytes]] = []
+    for row in rows:
+        if messages.is_packed(row.body):
+            out.append((row.queue, row.body))
+        else:
+            by_queue[row.queue].append(row.body)
     for queue, bodies in by_queue.items():
         for start in range(0, len(bodies), per_message):
             out.append((queue, messages.pack(bodies[start : start + per_message])))

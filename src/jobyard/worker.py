@@ -441,14 +441,17 @@ class Worker:
                 delay = min(delay * 2, 5.0)
         committed = time.time()  # the events' ts: stream latency is measured from the commit
         accepted = {c.action_id: c for c in completions}
-        await self.results.put_many(
+        results = self.results.writes(
             [
                 (f.outcome.action_id, f.result)
                 for f in batch
                 if f.outcome.kind is OutcomeKind.SUCCEEDED and f.outcome.action_id in accepted
             ]
         )
-        await self.events.publish([_event(c, f, committed) for f in batch if (c := accepted.get(f.outcome.action_id))])
+        # Results, cache invalidation and events in one round trip; the results are set before the events say so.
+        await self.events.publish(
+            [_event(c, f, committed) for f in batch if (c := accepted.get(f.outcome.action_id))], also=results
+        )
         for finished in batch:
             await self._settle(finished.envelope)
         self.processed += len(completions)

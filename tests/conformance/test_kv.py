@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from jobyard.kv.base import KV
+from jobyard.kv.base import KV, Writes
 
 
 async def test_set_get_delete(kv: KV) -> None:
@@ -46,6 +46,37 @@ async def test_published_messages_reach_subscribers(kv: KV) -> None:
     with contextlib.suppress(Exception):
         await stream.aclose()  # type: ignore[attr-defined]
     assert received == [("jobyard:test:ch", b"one"), ("jobyard:test:ch", b"two")]
+
+
+async def test_writes_apply_in_one_round_trip_in_order(kv: KV) -> None:
+    received: list[tuple[str, bytes]] = []
+    seen_then: list[tuple[bytes | None, bytes | None]] = []
+    stream = kv.subscribe("jobyard:test:batch")
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        ready.set()
+        async for item in stream:
+            received.append(item)
+            # What a subscriber reads when it hears the publish: the writes before it are already there.
+            seen_then.append((await kv.get("jobyard:test:r1"), await kv.get("jobyard:test:gen")))
+            return
+
+    task = asyncio.create_task(listen())
+    await ready.wait()
+    await asyncio.sleep(0.2)
+    await kv.apply(Writes())  # nothing to send is fine
+    writes = Writes(sets=[("jobyard:test:r1", b"v1", 30.0)], incrs=[("jobyard:test:gen", 30.0)])
+    writes.add(Writes(incrs=[("jobyard:test:gen", 30.0)], publishes=[("jobyard:test:batch", b"done")]))
+    await kv.apply(writes)
+    await asyncio.wait_for(task, 5)
+    with contextlib.suppress(Exception):
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert received == [("jobyard:test:batch", b"done")]
+    assert seen_then == [(b"v1", b"2")]
+    for key in ("jobyard:test:r1", "jobyard:test:gen"):
+        left = await kv.ttl(key)
+        assert left is not None and 0 < left <= 30
 
 
 async def test_ping(kv: KV) -> None:

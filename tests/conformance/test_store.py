@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from jobyard import messages
 from jobyard.model import ActionSpecIn, ActionStatus, JobStatus, Outcome, OutcomeKind
 from jobyard.store import Repository
 from jobyard.store.repository import OutboxRow
@@ -27,6 +28,12 @@ async def drain_outbox(repo: Repository) -> list[OutboxRow]:
     return seen
 
 
+def action_ids(row: OutboxRow) -> list[uuid.UUID]:
+    """The actions of one outbox row: a whole message, or one action the relay packs with others."""
+    body = row.body if messages.is_packed(row.body) else messages.pack([row.body])
+    return [m.id for m in messages.unpack(body)]
+
+
 async def test_create_job_writes_job_actions_and_outbox_together(repo: Repository) -> None:
     job, ids = await repo.create_job(tenant_id="t1", name="n", metadata={"k": "v"}, actions=specs(3))
     assert job.status is JobStatus.PENDING and job.total == 3 and job.metadata == {"k": "v"}
@@ -36,8 +43,23 @@ async def test_create_job_writes_job_actions_and_outbox_together(repo: Repositor
     assert [a.id for a in actions] == ids
     assert all(a.status is ActionStatus.QUEUED and a.attempt == 0 for a in actions)
     rows = await drain_outbox(repo)
-    assert sorted(r.queue for r in rows) == ["q", "q", "q"]
+    assert [r.queue for r in rows] == ["q"]  # one message of the job's three actions (JOBYARD_MESSAGE_ACTIONS)
+    assert [m.id for m in messages.unpack(rows[0].body)] == ids
     assert await repo.outbox_size() == 0
+
+
+async def test_a_jobs_actions_are_packed_per_queue_up_to_the_limit(repo: Repository) -> None:
+    repo.message_actions = 2
+    mixed = specs(3, queue="a") + specs(2, queue="b")
+    _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=mixed)
+    rows = await drain_outbox(repo)
+    sent = {(r.queue, tuple(action_ids(r))) for r in rows}
+    assert sent == {("a", (ids[0], ids[1])), ("a", (ids[2],)), ("b", (ids[3], ids[4]))}
+    repo.message_actions = 1  # one row, one message per action
+    _, one_each = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(3))
+    rows = await drain_outbox(repo)
+    assert not any(messages.is_packed(r.body) for r in rows)
+    assert sorted(i for r in rows for i in action_ids(r)) == sorted(one_each)
 
 
 async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:
@@ -48,7 +70,8 @@ async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:
 
     with pytest.raises(RuntimeError):
         await repo.publish_outbox(10, failing)
-    assert await repo.outbox_size() == 2
+    assert await repo.outbox_size() == 1  # the job's one message
+    assert len(messages.unpack((await drain_outbox(repo))[0].body)) == 2
 
 
 async def test_claim_is_exclusive_and_bumps_the_attempt(repo: Repository) -> None:
@@ -109,7 +132,7 @@ async def test_one_batch_of_mixed_outcomes_over_several_jobs_moves_each_counter_
     assert (jb.succeeded, jb.failed, jb.status) == (1, 0, JobStatus.RUNNING)
     assert [a.status for a in acts_a] == [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.RETRYING]
     assert acts_a[0].result == {"n": 0} and acts_a[1].error == "boom" and acts_a[2].error == "again"
-    assert await repo.outbox_size() == 5 + 1  # the five submitted rows and the one retry
+    assert await repo.outbox_size() == 2 + 1  # the two jobs' messages and the one retry
     (b1_done,) = await repo.complete_actions([Outcome(b1.id, b1.attempt, OutcomeKind.SUCCEEDED, result_summary=1)])
     assert b1_done.job_finished and b1_done.job_status is JobStatus.SUCCEEDED
 
@@ -279,3 +302,11 @@ async def test_waiting_actions_are_counted_per_tenant(repo: Repository) -> None:
     await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(3))
     await repo.create_job(tenant_id="t2", name=None, metadata={}, actions=specs(1))
     assert await repo.count_waiting_actions("t1") == 3 and await repo.count_waiting_actions("t3") == 0
+
+
+async def test_warm_opens_the_hot_path_pool_up_front(repo: Repository) -> None:
+    await repo.warm()  # SQLite: nothing to open, and no error
+    if repo.dialect == "postgresql":
+        assert repo._pool is not None and repo._pool.get_size() == repo._pool_size
+        await repo.warm()  # again: the connections are reused, not opened twice
+        assert repo._pool.get_size() == repo._pool_size

@@ -37,6 +37,20 @@ def test_relay_packs_rows_by_queue_up_to_the_limit() -> None:
     assert sum(len(messages.unpack(body)) for _, body in packed) == 7
 
 
+def test_rows_packed_at_submission_go_out_as_they_are() -> None:
+    job = uuid.uuid4()
+    one = [messages.encode_action(uuid.uuid4(), job, "t", "a", i, 1, 1) for i in range(3)]
+    rows = [OutboxRow(1, "a", messages.pack(one)), OutboxRow(2, "a", one[0]), OutboxRow(3, "a", one[1])]
+    packed = pack_rows(rows, per_message=10)
+    assert packed == [("a", messages.pack(one)), ("a", messages.pack(one[:2]))]
+    assert messages.is_packed(messages.pack(one)) and not messages.is_packed(one[0])
+
+
+def test_a_jobs_actions_are_chunked_per_queue_in_order() -> None:
+    assert messages.chunks(["a", "b", "a", "a", "b"], 2) == [[0, 2], [3], [1, 4]]
+    assert messages.chunks(["a"] * 3, 1) == [[0], [1], [2]]
+
+
 def test_uuid7_is_time_ordered_and_unique() -> None:
     ids = [uuid7() for _ in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000

@@ -107,6 +107,7 @@ def create_app(
         except BaseException:
             await rt.close()
             raise
+        await rt.repo.warm()
         yard.bind_cache(rt.user_cache)
         cache_listener = asyncio.create_task(
             listen_for_invalidations(rt.kv, [rt.cache, rt.keys.cache]), name="jobyard-cache-invalidations"
@@ -148,6 +149,13 @@ def create_app(
         version=__version__,
         summary="Asynchronous jobs of many actions, with live status.",
         lifespan=lifespan,
+        # FastAPI asks OpenTelemetry on every request whether a provider is configured; only when asked to.
+        telemetry={
+            "tracing": settings.otel,
+            "metrics": settings.otel,
+            "logs": settings.otel,
+            "operation_spans": settings.otel,
+        },
     )
     app.state.runtime = rt
     app.state.yard = yard

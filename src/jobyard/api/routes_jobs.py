@@ -33,6 +33,8 @@ IDEMPOTENCY_TTL = 24 * 3600.0
 
 
 def _dedup_keys(body: schemas.JobIn, idempotency_key: str | None) -> list[DedupKey]:
+    if idempotency_key is None and not body.dedup_window:
+        return []  # most submissions: no request hash to compute
     canonical = body.model_dump(mode="json", exclude={"dedup_window"})
     request_hash = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
     dedup = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -13,6 +13,28 @@ class RateDecision:
     remaining: int
     retry_after: float  # seconds until a request of this cost would be admitted (0 when allowed)
     reset_after: float  # seconds until the bucket is full again
+
+
+@dataclass(slots=True)
+class Writes:
+    """Several writes for one round trip (a Redis pipeline), applied in this order: sets, counters, publishes.
+
+    The order matters to readers: a subscriber that hears a publish and then reads finds the values set and
+    the cache generations bumped before it.
+    """
+
+    sets: list[tuple[str, bytes, float]] = field(default_factory=list)  # key, value, ttl seconds
+    incrs: list[tuple[str, float]] = field(default_factory=list)  # key, ttl seconds
+    publishes: list[tuple[str, bytes]] = field(default_factory=list)  # channel, message
+
+    def add(self, other: Writes) -> Writes:
+        self.sets.extend(other.sets)
+        self.incrs.extend(other.incrs)
+        self.publishes.extend(other.publishes)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.sets or self.incrs or self.publishes)
 
 
 class KV(Protocol):
@@ -49,6 +71,9 @@ class KV(Protocol):
     async def publish(self, channel: str, message: bytes) -> None: ...
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None: ...
+
+    async def apply(self, writes: Writes) -> None:
+        """Every write of ``writes`` in one round trip, in their order (sets, counters, publishes)."""
 
     def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
         """Yield (channel, message) for the given channels until the iterator is closed."""

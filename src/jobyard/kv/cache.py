@@ -21,7 +21,7 @@ from typing import Any
 from jobyard import jsonutil
 from jobyard.errors import KVError
 from jobyard.kv import keys
-from jobyard.kv.base import KV
+from jobyard.kv.base import KV, Writes
 
 log = logging.getLogger("jobyard.cache")
 
@@ -117,18 +117,36 @@ class Cache:
         """After a write commits: bump each group's generation and tell every process to drop local copies."""
         if not groups and not self._pending:
             return
+        todo, writes = self.invalidation(groups)
+        try:
+            await self.kv.apply(writes)
+        except KVError as exc:
+            self.invalidation_failed(todo, exc)
+            return
+        self.invalidation_sent(todo)
+
+    def invalidation(self, groups: Sequence[str]) -> tuple[list[str], Writes]:
+        """The writes that invalidate ``groups`` (and any bumps still pending), for the caller's own round trip.
+
+        Local copies are dropped now. Report the outcome with ``invalidation_sent`` or ``invalidation_failed``.
+        """
         self.drop_local(groups)
         todo = sorted(self._pending.union(groups))
-        try:
-            await self.kv.incr_many([keys.cache_generation(self.namespace, g) for g in todo], GENERATION_TTL)
+        writes = Writes()
+        if todo:
+            writes.incrs = [(keys.cache_generation(self.namespace, g), GENERATION_TTL) for g in todo]
             message = jsonutil.dumps({"namespace": self.namespace, "groups": todo})
-            await self.kv.publish(keys.cache_invalidation_channel(), message)
-            self._pending.clear()
-        except KVError as exc:
-            # Unreachable Redis serves nobody a stale value now, but it may come back with its data (a partition):
-            # keep the bumps and send them with the next invalidation that gets through.
-            self._pending.update(todo)
-            log.debug("cache invalidation deferred (%s): %d groups pending", exc, len(self._pending))
+            writes.publishes = [(keys.cache_invalidation_channel(), message)]
+        return todo, writes
+
+    def invalidation_sent(self, todo: Sequence[str]) -> None:
+        self._pending.difference_update(todo)
+
+    def invalidation_failed(self, todo: Sequence[str], exc: Exception) -> None:
+        # Unreachable Redis serves nobody a stale value now, but it may come back with its data (a partition):
+        # keep the bumps and send them with the next invalidation that gets through.
+        self._pending.update(todo)
+        log.debug("cache invalidation deferred (%s): %d groups pending", exc, len(self._pending))
 
     def drop_all_local(self) -> None:
         self._local.clear()

@@ -12,11 +12,6 @@ def result(action_id: UUID | str) -> str:
     return f"{PREFIX}:result:{action_id}"
 
 
-def job_events_channel(job_id: UUID | str) -> str:
-    """Pub/sub channel carrying one job's status events."""
-    return f"{PREFIX}:events:job:{job_id}"
-
-
 def rate_limit(group: str, caller: str) -> str:
     """GCRA state (the theoretical arrival time) of one caller in one route group; expires when idle."""
     return f"{PREFIX}:ratelimit:{group}:{caller}"
@@ -50,11 +45,6 @@ def cache_invalidation_channel() -> str:
 def control_channel() -> str:
     """Pub/sub channel for instructions to every worker (cancel these running actions)."""
     return f"{PREFIX}:control"
-
-
-def tenant_events_channel(tenant_id: str) -> str:
-    """Pub/sub channel carrying every status event of a tenant (dashboard)."""
-    return f"{PREFIX}:events:tenant:{tenant_id}"
 
 
 def all_events_channel() -> str:

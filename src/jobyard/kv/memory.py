@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from jobyard.kv.base import RateDecision
+from jobyard.kv.base import RateDecision, Writes
 
 
 class MemoryKV:
@@ -94,6 +94,13 @@ class MemoryKV:
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         for channel, message in messages:
             await self.publish(channel, message)
+
+    async def apply(self, writes: Writes) -> None:
+        for key, value, ttl in writes.sets:
+            await self.set(key, value, ttl)
+        for key, ttl in writes.incrs:
+            await self.incr(key, ttl)
+        await self.publish_many(writes.publishes)
 
     async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
         queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()

@@ -16,7 +16,7 @@ import redis.exceptions
 
 from jobyard.errors import KVError, KVUnavailable
 from jobyard.kv import scripts
-from jobyard.kv.base import RateDecision
+from jobyard.kv.base import RateDecision, Writes
 
 log = logging.getLogger("jobyard.kv.redis")
 
@@ -162,6 +162,19 @@ class RedisKV:
             return
         async with self._guard(), self._client.pipeline(transaction=False) as pipe:
             for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
+
+    async def apply(self, writes: Writes) -> None:
+        if not writes:
+            return
+        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
+            for key, value, ttl in writes.sets:
+                pipe.set(key, value, px=max(1, int(ttl * 1000)))
+            for key, ttl in writes.incrs:
+                pipe.incr(key)
+                pipe.pexpire(key, max(1, int(ttl * 1000)))
+            for channel, message in writes.publishes:
                 pipe.publish(channel, message)
             await pipe.execute()
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from jobyard import jsonutil
 from jobyard.errors import KVError
 from jobyard.kv import keys
-from jobyard.kv.base import KV
+from jobyard.kv.base import KV, Writes
 
 log = logging.getLogger("jobyard.results")
 
@@ -32,14 +32,9 @@ class ResultStore:
         self.kv = kv
         self.ttl = ttl
 
-    async def put_many(self, results: Sequence[tuple[UUID, Any]]) -> bool:
-        """Best effort: a Redis outage loses only the fast copy, never the summary in the store."""
-        try:
-            await self.kv.set_many([(keys.result(aid), jsonutil.dumps(value)) for aid, value in results], self.ttl)
-            return True
-        except KVError as exc:
-            log.warning("results not cached (%s); the store's summaries remain", exc)
-            return False
+    def writes(self, results: Sequence[tuple[UUID, Any]]) -> Writes:
+        """The writes that store ``results``, for a caller that sends them with others in one round trip."""
+        return Writes(sets=[(keys.result(aid), jsonutil.dumps(value), self.ttl) for aid, value in results])
 
     async def get(self, action_id: UUID) -> tuple[bool, Any]:
         """(found, value) from the KV; (False, None) when missing, expired or Redis is down."""

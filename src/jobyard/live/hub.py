@@ -30,18 +30,24 @@ TENANT_CACHE_SIZE = 10_000
 
 
 class LiveEvent:
-    """One status event as received, encoded once for every SSE and WebSocket client."""
+    """One status event as received, encoded (lazily, once) for every SSE and WebSocket client."""
 
-    __slots__ = ("_sse", "_ws", "body", "data", "id", "job_id", "type")
+    __slots__ = ("_body", "_sse", "_ws", "data", "id", "job_id", "type")
 
-    def __init__(self, data: dict[str, Any], body: bytes) -> None:
+    def __init__(self, data: dict[str, Any], body: bytes | None = None) -> None:
         self.data = data
-        self.body = body
+        self._body = body
         self.type = str(data.get("type", "event"))
         self.job_id = str(data.get("job_id", ""))
         self.id = str(int(float(data.get("ts", time.time())) * 1_000_000))
         self._sse: bytes | None = None
         self._ws: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = jsonutil.dumps(self.data)
+        return self._body
 
     @property
     def sse(self) -> bytes:
@@ -190,25 +196,33 @@ class EventHub:
         self._healthy_changed.set()
 
     def _received(self, raw: bytes) -> None:
+        """One message of the all-events channel: a batch (a JSON array) of events, or our own probe."""
         try:
             data = jsonutil.loads(raw)
         except ValueError:
             return
-        if not isinstance(data, dict):
+        if isinstance(data, dict):
+            if data.get("type") == "hub.probe":
+                if data.get("hub") == self._id:
+                    self._last_probe = time.monotonic()
+                    self._set_healthy(True)
+                return
+            data = [data]
+        if not isinstance(data, list):
             return
-        if data.get("type") == "hub.probe":
-            if data.get("hub") == self._id:
-                self._last_probe = time.monotonic()
-                self._set_healthy(True)
-            return
-        event = LiveEvent(data, bytes(raw))
+        tenants_watched = any(kind == "tenant" for kind, _ in self._subs)
+        for item in data:
+            if isinstance(item, dict):
+                self._dispatch(LiveEvent(item), tenants_watched)
+
+    def _dispatch(self, event: LiveEvent, tenants_watched: bool) -> None:
         for listener in self._listeners:
             listener(event)
         for sub in self._subs.get(("job", event.job_id), ()):
             sub.offer(event)
-        if not any(kind == "tenant" for kind, _ in self._subs):
+        if not tenants_watched:
             return
-        tenant = data.get("tenant_id") or self._tenants.get(event.job_id)
+        tenant = event.data.get("tenant_id") or self._tenants.get(event.job_id)
         if tenant is not None:
             self._to_tenant(str(tenant), event)
         else:

@@ -743,9 +743,10 @@ WITH new_job AS (
     FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::int[], $10::float8[], $12::text[], $13::int[])
          WITH ORDINALITY AS a(id, type, queue, payload, max_attempts, timeout, concurrency_key, concurrency_limit, seq)
 ), new_outbox AS (
+    -- one row per message: $11 bodies (a packed message or one action), $19 their first action ids, $20 queues
     INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
     SELECT o.action_id, o.queue, o.body, statement_timestamp()
-    FROM unnest($5::uuid[], $7::text[], $11::bytea[]) AS o(action_id, queue, body)
+    FROM unnest($19::uuid[], $20::text[], $11::bytea[]) AS o(action_id, queue, body)
 ), new_event AS (
     INSERT INTO jobyard_events (event_id, type, tenant_id, job_id, data, created_at)
     SELECT gen_random_uuid(), 'job.created', j.tenant_id, j.id,
