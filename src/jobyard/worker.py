@@ -78,7 +78,7 @@ class _Intake:
 class _Finished:
     outcome: Outcome
     envelope: _Envelope | None
-    result: Any = None
+    result: bytes | None = None  # a succeeded action's result, as JSON
     ctx: ActionContext | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     queue: str = ""
@@ -292,7 +292,7 @@ class Worker:
             self.metrics.action_duration.labels(action.type, outcome.kind.value).observe(time.perf_counter() - started)
         self._finished.put_nowait(_Finished(outcome, envelope, result, ctx, queue=action.queue))
 
-    async def _execute(self, action: ClaimedAction, ctx: ActionContext) -> tuple[Outcome, Any]:
+    async def _execute(self, action: ClaimedAction, ctx: ActionContext) -> tuple[Outcome, bytes | None]:
         try:
             definition = self.yard.get(action.type)
         except UnknownActionType as exc:
@@ -302,7 +302,9 @@ class Worker:
         self._handlers[action.id] = handler
         try:
             result = await self._supervise(handler, ctx, definition.soft_timeout, action.timeout)
-            if not _json_ok(result):
+            try:
+                encoded = jsonutil.dumps(result)  # once: for the check, the summary's size and the KV's copy
+            except TypeError:
                 return self._failed_outcome(action, "TypeError: the handler returned a value that is not JSON"), None
         except _HardTimeLimit:
             error = f"ActionTimeout: attempt {action.attempt} exceeded its time limit of {action.timeout:g}s"
@@ -314,8 +316,8 @@ class Worker:
         except Exception as exc:
             ctx.logger.warning("attempt %d failed: %s", action.attempt, _describe(exc), exc_info=exc)
             return self._error_outcome(action, _describe(exc)), None
-        summary = summarize(result, self.settings.result_summary_bytes)
-        return Outcome(action.id, action.attempt, OutcomeKind.SUCCEEDED, result_summary=summary), result
+        summary = summarize(result, self.settings.result_summary_bytes, encoded)
+        return Outcome(action.id, action.attempt, OutcomeKind.SUCCEEDED, result_summary=summary), encoded
 
     async def _supervise(
         self, handler: asyncio.Future[Any], ctx: ActionContext, soft: float | None, hard: float
@@ -445,7 +447,7 @@ class Worker:
             [
                 (f.outcome.action_id, f.result)
                 for f in batch
-                if f.outcome.kind is OutcomeKind.SUCCEEDED and f.outcome.action_id in accepted
+                if f.result is not None and f.outcome.kind is OutcomeKind.SUCCEEDED and f.outcome.action_id in accepted
             ]
         )
         # Results, cache invalidation and events in one round trip; the results are set before the events say so.
@@ -598,14 +600,6 @@ class Worker:
 def _concurrency_wait() -> float:
     """How long an action whose concurrency key is full waits before it is offered again (jittered)."""
     return random.uniform(0.1, 0.5)
-
-
-def _json_ok(value: Any) -> bool:
-    try:
-        jsonutil.dumps(value)
-        return True
-    except TypeError:
-        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,9 +15,13 @@ from jobyard.kv.base import KV, Writes
 log = logging.getLogger("jobyard.results")
 
 
-def summarize(result: Any, limit: int) -> Any:
-    """What the store keeps of a result: the value itself if its JSON fits in ``limit`` bytes, else a marker."""
-    encoded = jsonutil.dumps(result)
+def summarize(result: Any, limit: int, encoded: bytes | None = None) -> Any:
+    """What the store keeps of a result: the value itself if its JSON fits in ``limit`` bytes, else a marker.
+
+    Pass ``encoded`` (the result's JSON) when the caller has it already.
+    """
+    if encoded is None:
+        encoded = jsonutil.dumps(result)
     if len(encoded) <= limit:
         return result
     return {
@@ -32,9 +36,9 @@ class ResultStore:
         self.kv = kv
         self.ttl = ttl
 
-    def writes(self, results: Sequence[tuple[UUID, Any]]) -> Writes:
-        """The writes that store ``results``, for a caller that sends them with others in one round trip."""
-        return Writes(sets=[(keys.result(aid), jsonutil.dumps(value), self.ttl) for aid, value in results])
+    def writes(self, results: Sequence[tuple[UUID, bytes]]) -> Writes:
+        """The writes that store ``results`` (already JSON), for a caller that sends them with others at once."""
+        return Writes(sets=[(keys.result(aid), encoded, self.ttl) for aid, encoded in results])
 
     async def get(self, action_id: UUID) -> tuple[bool, Any]:
         """(found, value) from the KV; (False, None) when missing, expired or Redis is down."""
