@@ -79,3 +79,17 @@ def test_rate_limits_count_per_key_whichever_header_carries_it() -> None:
     anonymous = caller_identity({"headers": [], "client": ("10.0.0.1", 1)})
     assert by_bearer.startswith("key:") and by_header.startswith("key:") and by_header != anonymous
     assert "jy_k" not in by_bearer + by_header
+
+
+def test_the_schema_says_how_to_present_a_key_on_every_operation_that_checks_one() -> None:
+    from jobyard.api import create_app, deps
+    from jobyard.sdk import load_yard
+
+    schema = create_app(Settings(), load_yard(None)).openapi()
+    assert schema["components"]["securitySchemes"] == deps.SECURITY_SCHEMES
+    operations = {(path, method): op for path, ops in schema["paths"].items() for method, op in ops.items()}
+    secured = {where for where, op in operations.items() if "security" in op}
+    public = set(operations) - secured
+    assert public == {("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")}
+    assert ("/api/jobs/{job_id}/status", "get") in secured and ("/api/jobs", "post") in secured
+    assert all(operations[where]["security"] == deps.SECURITY for where in secured)

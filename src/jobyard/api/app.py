@@ -18,6 +18,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -172,7 +173,27 @@ def create_app(
     _install_error_handlers(app)
     _install_health(app)
     _document_action_types(app, yard)
+    _document_security(app)
     return app
+
+
+def _document_security(app: FastAPI) -> None:
+    """The schema's security schemes, and on every operation that checks an API key, how to present one."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        schema.setdefault("components", {})["securitySchemes"] = deps.SECURITY_SCHEMES
+        for context in iter_route_contexts(app.routes):  # routes of included routers too, with their full paths
+            route = context.original_route
+            if isinstance(route, APIRoute) and route.include_in_schema and deps.needs_key(route.dependant):
+                operations = schema.get("paths", {}).get(context.path_format or "", {})
+                for method in context.methods or ():
+                    if method.lower() in operations:
+                        operations[method.lower()]["security"] = deps.SECURITY
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _document_action_types(app: FastAPI, yard: Yard) -> None:

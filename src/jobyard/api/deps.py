@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response, Security
-from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
 from starlette.requests import HTTPConnection
 
 from jobyard import jsonutil
@@ -19,10 +19,13 @@ from jobyard.sdk import Yard
 
 __all__ = [
     "DEFAULT_TENANT",
+    "SECURITY",
+    "SECURITY_SCHEMES",
     "Admin",
     "Reader",
     "Writer",
     "json_response",
+    "needs_key",
     "principal",
     "require",
     "runtime",
@@ -30,9 +33,15 @@ __all__ = [
     "yard",
 ]
 
-# Declared for the OpenAPI schema (the "Authorize" button of /docs); the credentials are read by Authenticator.
-_bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer jy_…")
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key, as a header")
+# How a caller presents its API key, for the OpenAPI schema (the "Authorize" button of /docs); the credentials
+# are read by Authenticator. Declared in the schema only (see ``needs_key``): as FastAPI ``Security``
+# dependencies they were also run on every request, two more dependency solves for nothing.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "HTTPBearer": {"type": "http", "description": "an API key: Authorization: Bearer jy_…", "scheme": "bearer"},
+    "APIKeyHeader": {"type": "apiKey", "description": "an API key, as a header", "in": "header", "name": "X-API-Key"},
+}
+SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+_SCOPE_CHECKS: dict[Callable[..., Awaitable[Principal]], str] = {}
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread,
@@ -67,11 +76,7 @@ async def tenant(conn: HTTPConnection) -> str:
 def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting callers whose key grants ``scope`` (``admin`` grants every scope)."""
 
-    async def check(
-        conn: HTTPConnection,
-        _bearer_doc: Any = Security(_bearer),
-        _key_doc: Any = Security(_api_key_header),
-    ) -> Principal:
+    async def check(conn: HTTPConnection) -> Principal:
         caller = await principal(conn)
         if not caller.allows(scope):
             have = ", ".join(sorted(caller.scopes)) or "none"
@@ -79,7 +84,13 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
         return caller
 
     check.__name__ = f"require_{scope.replace(':', '_')}"
+    _SCOPE_CHECKS[check] = scope
     return check
+
+
+def needs_key(dependant: Dependant) -> bool:
+    """Whether a route (its dependency tree) checks an API key's scope: its operation lists ``SECURITY``."""
+    return dependant.call in _SCOPE_CHECKS or any(needs_key(d) for d in dependant.dependencies)
 
 
 # One dependency per scope, shared by every route (FastAPI caches a dependency per request by its callable).
