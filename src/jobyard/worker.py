@@ -316,7 +316,7 @@ class Worker:
         except Exception as exc:
             ctx.logger.warning("attempt %d failed: %s", action.attempt, _describe(exc), exc_info=exc)
             return self._error_outcome(action, _describe(exc)), None
-        summary = summarize(result, self.settings.result_summary_bytes, encoded)
+        summary = summarize(result, encoded, self.settings.result_summary_bytes)
         return Outcome(action.id, action.attempt, OutcomeKind.SUCCEEDED, result_summary=summary), encoded
 
     async def _supervise(

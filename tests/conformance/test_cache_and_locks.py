@@ -78,8 +78,8 @@ class DeadKV(MemoryKV):
     """Redis gone: every call fails the way RedisKV fails when it cannot connect."""
 
     def __getattribute__(self, name: str) -> Any:
-        if name in {"get", "get_many", "set", "set_nx", "release_if_owner", "extend_if_owner", "incr_many",
-                    "publish", "publish_many", "gcra", "set_many", "incr", "ping", "delete", "apply"}:  # fmt: skip
+        if name in {"get", "get_many", "set", "set_nx", "release_if_owner", "extend_if_owner",
+                    "publish", "gcra", "incr", "ping", "delete", "apply"}:  # fmt: skip
 
             async def down(*args: Any, **kwargs: Any) -> Any:
                 raise KVUnavailable("Redis is unreachable")

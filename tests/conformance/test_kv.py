@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from jobyard.kv.base import KV, Writes
 
@@ -17,7 +18,7 @@ async def test_set_get_delete(kv: KV) -> None:
 
 
 async def test_every_value_expires(kv: KV) -> None:
-    await kv.set_many([("jobyard:test:x", b"x"), ("jobyard:test:y", b"y")], ttl=0.2)
+    await kv.apply(Writes(sets=[("jobyard:test:x", b"x", 0.2), ("jobyard:test:y", b"y", 0.2)]))
     left = await kv.ttl("jobyard:test:x")
     assert left is not None and 0 < left <= 0.2
     await asyncio.sleep(0.35)
@@ -25,53 +26,54 @@ async def test_every_value_expires(kv: KV) -> None:
     assert await kv.ttl("jobyard:test:x") is None
 
 
-async def test_published_messages_reach_subscribers(kv: KV) -> None:
+async def _listening(
+    kv: KV, channel: str, count: int, on_message: Callable[[], Awaitable[None]] | None = None
+) -> tuple[asyncio.Task[None], list[tuple[str, bytes]]]:
+    """Subscribe to ``channel`` and collect ``count`` messages in a task (``on_message`` runs after each)."""
     received: list[tuple[str, bytes]] = []
-    stream = kv.subscribe("jobyard:test:ch")
+    stream = kv.subscribe(channel)
     ready = asyncio.Event()
 
     async def listen() -> None:
         ready.set()
-        async for item in stream:
-            received.append(item)
-            if len(received) == 2:
-                return
+        try:
+            async for item in stream:
+                received.append(item)
+                if on_message is not None:
+                    await on_message()
+                if len(received) == count:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
 
     task = asyncio.create_task(listen())
     await ready.wait()
     await asyncio.sleep(0.2)  # let the SUBSCRIBE reach the server
+    return task, received
+
+
+async def test_published_messages_reach_subscribers(kv: KV) -> None:
+    task, received = await _listening(kv, "jobyard:test:ch", 2)
     await kv.publish("jobyard:test:ch", b"one")
-    await kv.publish_many([("jobyard:test:ch", b"two"), ("jobyard:test:other", b"nope")])
+    await kv.apply(Writes(publishes=[("jobyard:test:ch", b"two"), ("jobyard:test:other", b"nope")]))
     await asyncio.wait_for(task, 5)
-    with contextlib.suppress(Exception):
-        await stream.aclose()  # type: ignore[attr-defined]
     assert received == [("jobyard:test:ch", b"one"), ("jobyard:test:ch", b"two")]
 
 
 async def test_writes_apply_in_one_round_trip_in_order(kv: KV) -> None:
-    received: list[tuple[str, bytes]] = []
     seen_then: list[tuple[bytes | None, bytes | None]] = []
-    stream = kv.subscribe("jobyard:test:batch")
-    ready = asyncio.Event()
 
-    async def listen() -> None:
-        ready.set()
-        async for item in stream:
-            received.append(item)
-            # What a subscriber reads when it hears the publish: the writes before it are already there.
-            seen_then.append((await kv.get("jobyard:test:r1"), await kv.get("jobyard:test:gen")))
-            return
+    async def read_back() -> None:
+        # What a subscriber reads when it hears the publish: the writes before it are already there.
+        seen_then.append((await kv.get("jobyard:test:r1"), await kv.get("jobyard:test:gen")))
 
-    task = asyncio.create_task(listen())
-    await ready.wait()
-    await asyncio.sleep(0.2)
+    task, received = await _listening(kv, "jobyard:test:batch", 1, read_back)
     await kv.apply(Writes())  # nothing to send is fine
     writes = Writes(sets=[("jobyard:test:r1", b"v1", 30.0)], incrs=[("jobyard:test:gen", 30.0)])
     writes.add(Writes(incrs=[("jobyard:test:gen", 30.0)], publishes=[("jobyard:test:batch", b"done")]))
     await kv.apply(writes)
     await asyncio.wait_for(task, 5)
-    with contextlib.suppress(Exception):
-        await stream.aclose()  # type: ignore[attr-defined]
     assert received == [("jobyard:test:batch", b"done")]
     assert seen_then == [(b"v1", b"2")]
     for key in ("jobyard:test:r1", "jobyard:test:gen"):

@@ -52,16 +52,11 @@ class KV(Protocol):
     async def incr(self, key: str, ttl: float) -> int:
         """Increment a counter and (re)set its time to live."""
 
-    async def incr_many(self, keys: Sequence[str], ttl: float) -> None:
-        """``incr`` for several keys in one round trip."""
-
     async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> RateDecision:
         """Generic cell rate algorithm: one request per ``interval`` seconds, bursts of up to ``burst``."""
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Store with a time to live in seconds (every jobyard key has one)."""
-
-    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None: ...
 
     async def delete(self, *keys: str) -> int: ...
 
@@ -69,8 +64,6 @@ class KV(Protocol):
         """Seconds left, or None if the key does not exist; -1.0 if it has no expiry."""
 
     async def publish(self, channel: str, message: bytes) -> None: ...
-
-    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None: ...
 
     async def apply(self, writes: Writes) -> None:
         """Every write of ``writes`` in one round trip, in their order (sets, counters, publishes)."""

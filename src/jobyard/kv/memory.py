@@ -55,10 +55,6 @@ class MemoryKV:
         self._data[key] = (str(value).encode(), self._clock() + ttl)
         return value
 
-    async def incr_many(self, keys: Sequence[str], ttl: float) -> None:
-        for key in keys:
-            await self.incr(key, ttl)
-
     async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> RateDecision:
         # The same arithmetic as kv.scripts.GCRA, in milliseconds.
         now = self._clock() * 1000
@@ -75,11 +71,6 @@ class MemoryKV:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._data[key] = (bytes(value), self._clock() + ttl)
 
-    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
-        expires = self._clock() + ttl
-        for key, value in items:
-            self._data[key] = (bytes(value), expires)
-
     async def delete(self, *keys: str) -> int:
         return sum(1 for key in keys if self._alive(key) and self._data.pop(key, None) is not None)
 
@@ -91,16 +82,13 @@ class MemoryKV:
         for queue in self._subscribers.get(channel, ()):
             queue.put_nowait((channel, message))
 
-    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        for channel, message in messages:
-            await self.publish(channel, message)
-
     async def apply(self, writes: Writes) -> None:
         for key, value, ttl in writes.sets:
             await self.set(key, value, ttl)
         for key, ttl in writes.incrs:
             await self.incr(key, ttl)
-        await self.publish_many(writes.publishes)
+        for channel, message in writes.publishes:
+            await self.publish(channel, message)
 
     async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
         queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()

@@ -105,16 +105,6 @@ class RedisKV:
         async with self._guard():
             return int(await self._incr(keys=[key], args=[max(1, int(ttl * 1000))]))
 
-    async def incr_many(self, keys: Sequence[str], ttl: float) -> None:
-        if not keys:
-            return
-        px = max(1, int(ttl * 1000))
-        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.incr(key)
-                pipe.pexpire(key, px)
-            await pipe.execute()
-
     async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> RateDecision:
         async with self._guard():
             allowed, remaining, retry_ms, reset_ms = await self._gcra(
@@ -130,15 +120,6 @@ class RedisKV:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         async with self._guard():
             await self._client.set(key, value, px=max(1, int(ttl * 1000)))
-
-    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
-        if not items:
-            return
-        px = max(1, int(ttl * 1000))
-        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
-            for key, value in items:
-                pipe.set(key, value, px=px)
-            await pipe.execute()
 
     async def delete(self, *keys: str) -> int:
         if not keys:
@@ -156,14 +137,6 @@ class RedisKV:
     async def publish(self, channel: str, message: bytes) -> None:
         async with self._guard():
             await self._client.publish(channel, message)
-
-    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        if not messages:
-            return
-        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
-            for channel, message in messages:
-                pipe.publish(channel, message)
-            await pipe.execute()
 
     async def apply(self, writes: Writes) -> None:
         if not writes:

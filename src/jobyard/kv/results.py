@@ -15,13 +15,8 @@ from jobyard.kv.base import KV, Writes
 log = logging.getLogger("jobyard.results")
 
 
-def summarize(result: Any, limit: int, encoded: bytes | None = None) -> Any:
-    """What the store keeps of a result: the value itself if its JSON fits in ``limit`` bytes, else a marker.
-
-    Pass ``encoded`` (the result's JSON) when the caller has it already.
-    """
-    if encoded is None:
-        encoded = jsonutil.dumps(result)
+def summarize(result: Any, encoded: bytes, limit: int) -> Any:
+    """What the store keeps of a result (``encoded``: its JSON): itself if within ``limit`` bytes, else a marker."""
     if len(encoded) <= limit:
         return result
     return {
