@@ -33,7 +33,7 @@ class EventBus:
         Each event's job also has its cached reads invalidated first. An event's ``ts`` is set by the publisher
         right after its commit (the stream latency is measured from it).
         """
-        writes = Writes() if also is None else also
+        writes = Writes() if also is None else Writes().add(also)  # the caller's batch stays as it was
         todo: list[str] = []
         if events:
             now = time.time()
