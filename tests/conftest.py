@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for folder, marker in (("integration", "integration"), ("chaos", "chaos"), ("e2e", "e2e")):
             if f"/{folder}/" in path:
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+# pytest-timeout's signal method fails a test by raising from a SIGALRM handler; inside an event loop that
+# exception can land in a callback, where asyncio logs and drops it, or the loop's teardown can wait on tasks that
+# never end. Either way the run would hang with nothing to show. This watchdog runs in its own C thread: a test
+# still going this long after pytest-timeout should have stopped it dumps every thread's stack and ends the run.
+WATCHDOG_MARGIN = 120.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    marker = item.get_closest_marker("timeout")
+    option = item.config.getoption("timeout", None)
+    configured = option if option is not None else item.config.getini("timeout")
+    limit = float(marker.args[0]) if marker is not None and marker.args else float(configured or 0)
+    if limit > 0:
+        faulthandler.dump_traceback_later(limit + WATCHDOG_MARGIN, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def run_in_fresh_loop(make: Callable[[], Coroutine[Any, Any, None]]) -> None:

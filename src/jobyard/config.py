@@ -47,6 +47,14 @@ class Settings(BaseModel):
 
     relay_batch: int = Field(500, ge=1, description="outbox rows published per confirm wait")
     relay_interval: float = Field(0.5, gt=0, description="seconds between outbox scans when nothing wakes the relay")
+    publish_on_submit: bool = Field(
+        True,
+        description="the API process publishes a new job's messages right after storing it (the relay publishes "
+        "whatever it could not); false: the relay publishes everything",
+    )
+    outbox_hold: float = Field(
+        5.0, gt=0, le=300, description="seconds the relay leaves a new job's outbox rows to the API that wrote them"
+    )
     message_actions: int = Field(
         10, ge=1, le=1000, description="most actions the relay packs into one broker message (1: one per message)"
     )

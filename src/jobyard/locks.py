@@ -18,6 +18,7 @@ from jobyard.errors import ActionError, KVError
 from jobyard.kv import keys
 from jobyard.kv.base import KV
 from jobyard.store.repository import Repository
+from jobyard.tasks import stop_tasks
 
 log = logging.getLogger("jobyard.locks")
 
@@ -85,10 +86,7 @@ class Lock:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
+        await stop_tasks([self._keepalive])
         with contextlib.suppress(Exception):
             if self.backend == "redis":
                 await self.kv.release_if_owner(keys.lock(self.name), self.token.encode())

@@ -9,7 +9,6 @@ the API process every ``JOBYARD_METRICS_INTERVAL`` seconds with index-backed cou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from jobyard.errors import JobyardError
+from jobyard.tasks import stop_tasks
 
 log = logging.getLogger("jobyard.metrics")
 
@@ -140,11 +140,8 @@ class Refresher:
             self._task = asyncio.create_task(self._loop(), name="jobyard-metrics-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks([self._task])
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

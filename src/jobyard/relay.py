@@ -10,7 +10,6 @@ and retention.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -30,6 +29,7 @@ from jobyard.retention import Pruner
 from jobyard.scheduler import Scheduler
 from jobyard.sdk import Yard
 from jobyard.store.repository import Leadership, OutboxRow, Repository
+from jobyard.tasks import stop_tasks
 from jobyard.webhook_sender import WebhookSender
 
 log = logging.getLogger("jobyard.relay")
@@ -90,11 +90,7 @@ class Relay:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks = []
         await self.webhooks.close()
 

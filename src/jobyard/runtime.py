@@ -14,6 +14,7 @@ from jobyard.broker import Broker, create_broker
 from jobyard.config import Settings
 from jobyard.errors import JobyardError
 from jobyard.events import EventBus
+from jobyard.handoff import Handoff
 from jobyard.kv import KV, create_kv
 from jobyard.kv.cache import Cache, UserCache
 from jobyard.kv.ratelimit import RateLimiter, parse_limits
@@ -50,6 +51,11 @@ class Runtime:
         self.keys = KeyDirectory(self.repo, self.kv, settings.key_cache_ttl)
         self.sessions = SessionStore(self.kv, settings.session_ttl)
         self.quotas = TenantQuotas(settings, self.repo, self.kv)
+        self.handoff = (
+            Handoff(self.repo, self.broker, hold=settings.outbox_hold, batch=settings.relay_batch)
+            if settings.publish_on_submit
+            else None
+        )
         self._started = False
 
     async def start(self, *, migrate: bool = False) -> None:
@@ -69,10 +75,16 @@ class Runtime:
             if warning is not None:
                 log.warning(warning)
 
+    def submission_handoff(self) -> Handoff | None:
+        """The handoff a submission's messages go to, when it is running and the broker is up."""
+        return self.handoff if self.handoff is not None and self.handoff.ready else None
+
     async def close(self) -> None:
         if not self._started:
             return
         self._started = False
+        if self.handoff is not None:
+            await self.handoff.stop()
         with contextlib.suppress(Exception):
             await self.broker.close()
         with contextlib.suppress(Exception):

@@ -8,7 +8,6 @@ While the broker is unreachable the worker claims due actions straight from the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import ctypes
 import enum
@@ -33,7 +32,6 @@ from jobyard.events import EventBus
 from jobyard.kv import keys
 from jobyard.kv.cache import UserCache
 from jobyard.kv.results import ResultStore, summarize
-from jobyard.live import raise_if_cancelling
 from jobyard.live.presence import PresenceBeacon
 from jobyard.locks import Lock
 from jobyard.logs import bind_action
@@ -41,6 +39,7 @@ from jobyard.metrics import Metrics
 from jobyard.model import ClaimedAction, Completion, Outcome, OutcomeKind, retry_delay
 from jobyard.sdk import ActionContext, ActionDefinition, Yard
 from jobyard.store.repository import Repository
+from jobyard.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger("jobyard.worker")
 
@@ -177,11 +176,7 @@ class Worker:
                     self._interrupt(ctx, _Interrupt.SHUTDOWN)
                 await asyncio.wait(pending, timeout=5.0)
         await self._drain_finished()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         await self._presence.leave()
         if self._executor is not None:
@@ -223,7 +218,10 @@ class Worker:
                 await self._free.acquire()
                 batch.append(self._intake.get_nowait())
             async with self._claim_lock:  # stop() waits for a claim in flight, so nothing claimed is left behind
-                await self._claim_and_run(batch)
+                try:
+                    await self._claim_and_run(batch)
+                except Exception:  # a bug must not stop the intake: what was claimed comes back with its lease
+                    log.exception("claiming %d messages failed", len(batch))
 
     async def _claim_and_run(self, batch: list[_Intake]) -> None:
         plain = [item.message.id for item in batch if item.message.concurrency_key is None]
@@ -244,15 +242,20 @@ class Worker:
             await asyncio.sleep(min(self.settings.poll_interval, 1.0))
             return
         by_id = {c.id: c for c in claimed}
-        await self.events.publish([_running_event(c) for c in claimed])
+        duplicates: list[_Intake] = []
         for item in batch:
             action = by_id.pop(item.message.id, None)  # a second delivery in the same batch is a duplicate
             if action is None:
                 # Already running elsewhere, finished or cancelled: a duplicate delivery. Drop it.
                 self._free.release()
-                await self._settle(item.envelope)
+                duplicates.append(item)
                 continue
             self._launch(action, item.envelope)
+        # The handlers start while the running events travel (they are not on the submit-to-start path); the
+        # events still go out before any completion of this batch, which waits for its own store round trip.
+        await self.events.publish([_running_event(c) for c in claimed])
+        for item in duplicates:
+            await self._settle(item.envelope)
 
     def _launch(self, action: ClaimedAction, envelope: _Envelope | None) -> None:
         ctx = ActionContext(
@@ -422,13 +425,29 @@ class Worker:
             batch = [first]
             while len(batch) < self.settings.worker_batch and not self._finished.empty():
                 batch.append(self._finished.get_nowait())
-            await self._complete(batch)
-            for _ in batch:
-                self._finished.task_done()
+            try:
+                await self._complete(batch)
+            except Exception:  # never let one bad batch stop the loop (stop() waits on it): the lease reaper
+                # returns whatever this batch did not record, the broker redelivers what it did not ack
+                log.exception(
+                    "completing %d outcomes failed; their actions come back when their leases expire", len(batch)
+                )
+            finally:
+                for _ in batch:
+                    self._finished.task_done()
 
-    async def _drain_finished(self) -> None:
-        """Wait until the completion loop has recorded every outcome produced so far."""
-        await self._finished.join()
+    async def _drain_finished(self, timeout: float = 30.0) -> None:
+        """Wait (up to ``timeout`` seconds) until the completion loop has recorded every outcome produced so far."""
+        try:
+            await asyncio.wait_for(self._finished.join(), timeout)
+        except TimeoutError:
+            log.warning(
+                "worker %s: %d outcomes not recorded after %gs (is the store down?); their actions come back "
+                "when their leases expire",
+                self.worker_id,
+                self._finished.qsize(),
+                timeout,
+            )
 
     async def _complete(self, batch: list[_Finished]) -> None:
         delay = 0.1
@@ -442,6 +461,7 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         committed = time.time()  # the events' ts: stream latency is measured from the commit
+        self.processed += len(completions)  # recorded: counted before anyone can read the job as final
         accepted = {c.action_id: c for c in completions}
         results = self.results.writes(
             [
@@ -456,7 +476,6 @@ class Worker:
         )
         for finished in batch:
             await self._settle(finished.envelope)
-        self.processed += len(completions)
 
     # --- leases and progress ------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

@@ -82,7 +82,14 @@ async def test_rabbitmq_down_30s_jobs_finish_from_the_store_then_traffic_returns
         await asyncio.sleep(0.5)
     after = [await c.submit([effect(20)] * 5) for _ in range(5)]
     await c.drain()
-    ready_after = (await c.http.get("/readyz")).json()
+    # Each process reconnects on its own backoff (up to 10 s between tries after 30 s down): the API's readiness
+    # comes back once its own connection is up, which may be a little after the workers'.
+    deadline = time.monotonic() + 20
+    while True:
+        ready_after = (await c.http.get("/readyz")).json()
+        if ready_after["status"] == "ok" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     counts = await c.counts("c. RabbitMQ down 30 s while jobs are submitted")
     assert counts.accepted >= 100 and counts.clean, counts
     assert all(a is not None for a in after) and ready_after["status"] == "ok"

@@ -81,6 +81,16 @@ async def test_writes_apply_in_one_round_trip_in_order(kv: KV) -> None:
         assert left is not None and 0 < left <= 30
 
 
+async def test_writes_still_apply_after_redis_forgot_its_scripts(kv: KV) -> None:
+    from jobyard.kv.redis import RedisKV
+
+    await kv.apply(Writes(sets=[("jobyard:test:before", b"v", 30.0)]))
+    if isinstance(kv, RedisKV):
+        await kv._client.script_flush()  # what a restarted or flushed Redis has forgotten
+    await kv.apply(Writes(sets=[("jobyard:test:after", b"v", 30.0)], incrs=[("jobyard:test:n", 30.0)]))
+    assert await kv.get("jobyard:test:after") == b"v" and await kv.get("jobyard:test:n") == b"1"
+
+
 async def test_ping(kv: KV) -> None:
     await kv.ping()
 

@@ -165,3 +165,30 @@ async def test_the_same_message_twice_in_one_claim_batch_runs_the_attempt_once(m
             await worker.stop(grace=5)
     assert final == "succeeded"
     assert runs == Counter({(str(action_id), 1): 1}), runs
+
+
+async def test_an_unexpected_error_while_completing_does_not_stop_the_worker_or_hang_its_shutdown(
+    make_settings: Any,
+) -> None:
+    async with stack(make_settings(), demo_yard) as s:
+        (worker,) = s.workers
+        real = worker.events.publish
+        calls = {"n": 0}
+
+        async def publish_fails_once(events: Any, also: Any = None) -> None:
+            if any(e["status"] == "succeeded" for e in events):
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise RuntimeError("a bug after the commit")
+            await real(events, also=also)
+
+        worker.events.publish = publish_fails_once  # type: ignore[method-assign]
+        first = await s.submit([{"type": "demo.noop"}])
+        # recorded in the store before the error: the job is final all the same
+        assert (await s.wait(first))["status"] == "succeeded"
+        second = await s.submit([{"type": "demo.noop"}])
+        assert (await s.wait(second))["status"] == "succeeded"  # the completion loop lived on
+        started = time.monotonic()
+        await worker.stop(grace=2)
+        assert time.monotonic() - started < 5
+    assert calls["n"] >= 2

@@ -80,6 +80,35 @@ async def test_sse_stream_sends_snapshot_every_change_and_progress_then_final(ma
     assert succeeded == action_ids and progressed == action_ids
 
 
+async def test_a_stream_whose_final_read_fails_reads_again_and_still_ends_final(
+    make_settings: Any, monkeypatch: Any
+) -> None:
+    from jobyard.errors import StoreUnavailable
+
+    async with live_stack(make_settings) as (s, url), httpx.AsyncClient(base_url=url, timeout=30) as http:
+        gate, actions = gated_job(2)
+        job_id = await s.submit(actions)
+        reader = asyncio.create_task(read_sse(http, f"/api/jobs/{job_id}/events"))
+        await wait_for_clients(s, 1)
+        real = s.runtime.repo.get_job_with_actions
+        failed: list[float] = []
+
+        async def busy_for_a_moment(tenant: str, job: Any) -> Any:
+            found = await real(tenant, job)
+            busy = not failed or time.monotonic() - failed[0] < 0.5
+            if found is not None and found[0].status.is_final and busy:
+                # every read that would end the stream, for half a second: the store is busy
+                failed.append(time.monotonic())
+                raise StoreUnavailable("too many connections (simulated)")
+            return found
+
+        monkeypatch.setattr(s.runtime.repo, "get_job_with_actions", busy_for_a_moment)
+        GATES[gate].set()
+        events = await asyncio.wait_for(reader, 20)
+    assert failed
+    assert events[-1].event == "job.final" and events[-1].data["status"] == "succeeded"
+
+
 async def test_websocket_stream_carries_the_same_events_until_final(make_settings: Any) -> None:
     async with live_stack(make_settings) as (s, url):
         gate, actions = gated_job(2)

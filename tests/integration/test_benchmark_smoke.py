@@ -2,31 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from benchmarks.jobyard_side import JobyardConfig, run_jobyard
 
 from tests import services
 
 
-def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers() -> None:
+def _config(**sizes: Any) -> JobyardConfig:
+    """A tiny run on the test servers, one worker process."""
     for name in ("postgresql", "rabbitmq", "redis"):
         services.require(name)
-    config = JobyardConfig(
-        jobs=6,
-        actions=3,
+    return JobyardConfig(
         workers=1,
-        latency_samples=3,
-        latency_interval_ms=5.0,
-        status_rps=50.0,
-        status_seconds=0.2,
         timeout=90.0,
         pg_admin_url=services.PG_ADMIN_URL,
         amqp_url=services.AMQP_URL,
         redis_url=services.REDIS_URL,
         db_prefix=f"{services.PG_DB_PREFIX}_bench",
+        **sizes,
     )
+
+
+def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers() -> None:
+    config = _config(jobs=6, actions=3, latency_samples=3, latency_interval_ms=5.0, status_rps=50.0, status_seconds=0.2)
     result = run_jobyard(config)
     assert result["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
     assert result["actions_per_s"] > 0 and result["elapsed_s"] > 0
     assert set(result["latency_ms"]) == {"p50", "p99"}
     assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
+
+
+def test_the_submit_path_breakdown_runs_and_reports_each_leg() -> None:
+    import asyncio
+
+    from benchmarks.submit_path import LEGS, measure
+
+    result = asyncio.run(measure(5, 5.0, _config()))
+    assert list(result) == list(LEGS)
+    # the legs are consecutive spans of one path: each at least 0 and none longer than the whole
+    assert all(result[leg]["p50"] >= 0 for leg in LEGS[:3])
+    assert result["submit → start"]["p99"] >= max(result[leg]["p50"] for leg in LEGS[:3])

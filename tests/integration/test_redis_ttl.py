@@ -18,7 +18,8 @@ async def test_every_jobyard_key_in_redis_has_a_ttl(tmp_path: Path, pg_database:
     await _truncate(pg_database)
     redis = RedisKV(services.REDIS_URL)
     await redis._client.flushdb()
-    settings = settings_for("servers", tmp_path, pg_database, rate_limits="read=1000/minute", presence_interval=0.2)
+    # 100/minute: each read moves the limit's key 0.6 s ahead (at 1000/minute it lived 60 ms, less than the scan took)
+    settings = settings_for("servers", tmp_path, pg_database, rate_limits="read=100/minute", presence_interval=0.2)
     try:
         async with stack(settings, demo_yard) as s:
             job_id = await s.submit([{"type": "demo.noop", "payload": {"n": n}} for n in range(5)])

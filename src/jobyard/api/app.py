@@ -27,6 +27,7 @@ from jobyard import __version__
 from jobyard.api import deps, schemas
 from jobyard.api.auth import Authenticator, check_auth_policy
 from jobyard.api.bodylimit import BodyLimitMiddleware
+from jobyard.api.fastpath import FastPaths
 from jobyard.api.ratelimit import RateLimitMiddleware
 from jobyard.api.routes_jobs import router as jobs_router
 from jobyard.api.routes_keys import router as keys_router
@@ -48,7 +49,7 @@ from jobyard.errors import (
     Unauthenticated,
     ValidationError,
 )
-from jobyard.kv.cache import cancel_quietly, listen_for_invalidations
+from jobyard.kv.cache import listen_for_invalidations
 from jobyard.live.hub import EventHub
 from jobyard.live.presence import WorkerDirectory
 from jobyard.live.sampler import QueueSampler
@@ -57,6 +58,7 @@ from jobyard.relay import Relay
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
 from jobyard.store.repository import caused_by_store
+from jobyard.tasks import stop_tasks
 from jobyard.worker import Worker
 
 log = logging.getLogger("jobyard.api")
@@ -116,6 +118,8 @@ def create_app(
         await hub.start()
         await sampler.start()
         await refresher.start()
+        if rt.handoff is not None:
+            await rt.handoff.start()
         services: list[Any] = []
         if embedded:
             relay = Relay(
@@ -137,9 +141,11 @@ def create_app(
         try:
             yield
         finally:
+            if rt.handoff is not None:
+                await rt.handoff.stop()  # before the relay stops: what it leaves, the relay publishes
             for service in services:
                 await service.stop()
-            await cancel_quietly(cache_listener)
+            await stop_tasks([cache_listener])
             await refresher.stop()
             await sampler.stop()
             await hub.stop()
@@ -168,6 +174,7 @@ def create_app(
     app.include_router(pages_router)
     app.include_router(session_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(FastPaths)  # innermost of ours: inside the rate limiter and the body limit
     app.add_middleware(RateLimitMiddleware, limiter_of=lambda: rt.rate_limiter if rt.rate_limiter.limits else None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)

@@ -108,11 +108,22 @@ class JobFeed:
             while True:
                 resync = sub.lost or generation != self.hub.generation or not self.hub.healthy
                 if resync:
-                    sub.lost, generation = False, self.hub.generation
+                    sub.lost, seen_generation = False, self.hub.generation
                     since = parse_event_id(cursor)
                     assert since is not None
-                    cursor = now_id()
-                    item, final = await self._changes(since)
+                    read_from = now_id()
+                    try:
+                        item, final = await self._changes(since)
+                    except NotFound:
+                        raise
+                    except JobyardError:  # the store is busy or down for a moment: read again shortly
+                        sub.lost = True
+                        await asyncio.sleep(STORE_POLL)
+                        if loop.time() >= next_beat:  # and keep the connection alive meanwhile
+                            next_beat = loop.time() + self.heartbeat
+                            yield HEARTBEAT
+                        continue
+                    generation, cursor = seen_generation, read_from
                     yield item
                     if final is not None:
                         yield final
@@ -130,7 +141,14 @@ class JobFeed:
                 cursor = max(cursor, event.id, key=int)
                 yield FeedItem(event.type, event.body, event.id, event)
                 if event.data.get("job_finished") or event.type == "job.cancelled":
-                    final = await self._final_if_done()
+                    try:
+                        job, actions = await self._read()
+                    except NotFound:
+                        raise
+                    except JobyardError:  # not known to be final yet: the resync above reads it again
+                        sub.lost = True
+                        continue
+                    final = self._final(job, actions)
                     if final is not None:
                         # The batch that finished the job may have more events queued: deliver them first.
                         while not sub.queue.empty():
@@ -162,7 +180,7 @@ class JobFeed:
             "complete": False,
         }
         item = FeedItem.of("snapshot", data, now_id())
-        final = await self._final_if_done() if job.status.is_final else None
+        final = self._final(*await self._read()) if job.status.is_final else None
         return item, final
 
     async def _read(self) -> tuple[JobRecord, list[ActionRecord]]:
@@ -170,13 +188,6 @@ class JobFeed:
         if found is None:
             raise NotFound(f"job {self.job_id} not found")
         return found
-
-    async def _final_if_done(self) -> FeedItem | None:
-        try:
-            job, actions = await self._read()
-        except JobyardError:
-            return None
-        return self._final(job, actions)
 
     @staticmethod
     def _final(job: JobRecord, actions: list[ActionRecord]) -> FeedItem | None:

@@ -66,6 +66,13 @@ async def submit_job(
         Header(min_length=1, max_length=200, description="retry-safe submission: the same key returns the same job"),
     ] = None,
 ) -> Response:
+    return await accept_job(rt, yard, caller, body, idempotency_key)
+
+
+async def accept_job(
+    rt: Runtime, yard: Yard, caller: Principal, body: schemas.JobIn, idempotency_key: str | None
+) -> Response:
+    """Store a submitted job (the route's work; also the API's fast path for it, ``jobyard.api.fastpath``)."""
     specs = build_action_specs(yard, rt.settings, body.actions)
     if body.webhook_url is not None:
         if rt.settings.webhook_secret is None:
@@ -85,6 +92,7 @@ async def submit_job(
         dedup=_dedup_keys(body, idempotency_key),
         webhook_url=body.webhook_url,
         audit=caller.audit("job.submitted", details={"actions": len(specs), "name": body.name}),
+        handoff=rt.submission_handoff(),
     )
     created = bool(action_ids)
     return deps.json_response(
@@ -138,16 +146,14 @@ async def get_job(job_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response
         view["actions"] = [action_view(a) for a in actions]
         return jsonutil.dumps(view)
 
-    return await _cached(rt, job_id, f"job:{tenant}:{job_id}", compute)
+    return Response(await _cached(rt, job_id, f"job:{tenant}:{job_id}", compute), media_type="application/json")
 
 
-async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awaitable[bytes]]) -> Response:
+async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
     """Cache-aside read of one job's view; every status event of the job invalidates it."""
     if rt.settings.cache_ttl <= 0:
-        body = await compute()
-    else:
-        body = await rt.cache.get_or_set(str(job_id), key, compute, rt.settings.cache_ttl)
-    return Response(body, media_type="application/json")
+        return await compute()
+    return await rt.cache.get_or_set(str(job_id), key, compute, rt.settings.cache_ttl)
 
 
 @router.get(
@@ -157,7 +163,13 @@ async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awa
     summary="A job's consolidated status, progress and per-action state",
 )
 async def get_job_status(job_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response:
-    tenant = caller.tenant
+    return Response(await status_body(rt, caller.tenant, job_id), media_type="application/json")
+
+
+async def status_body(rt: Runtime, tenant: str, job_id: UUID) -> bytes:
+    """The JSON of a job's status (cache-aside); ``NotFound`` when the tenant has no such job.
+
+    Shared by the route and the API's fast path for it (``jobyard.api.fastpath``)."""
 
     async def compute() -> bytes:
         found = await rt.repo.get_job_with_actions(tenant, job_id)

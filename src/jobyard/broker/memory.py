@@ -6,13 +6,13 @@ Used by `jobyard dev` and unit tests. Messages live in this process only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import Sequence
 
 from jobyard.broker.base import OnMessage
 from jobyard.errors import BrokerUnavailable
+from jobyard.tasks import stop_tasks
 
 log = logging.getLogger("jobyard.broker.memory")
 
@@ -86,9 +86,7 @@ class MemoryConsumer:
             return
         self._cancelled = True
         self._wakeup.set()
-        self._loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._loop
+        await stop_tasks([self._loop])
         self._broker._consumers.discard(self)
         # Like a closed AMQP channel: whatever was not acked goes back, flagged as redelivered.
         for delivery in list(self._unacked):

@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from jobyard.broker.base import OnMessage
 from jobyard.errors import BrokerError, BrokerUnavailable, ConfigurationError
+from jobyard.tasks import stop_tasks
 
 log = logging.getLogger("jobyard.broker.rabbitmq")
 
@@ -266,10 +267,7 @@ class RabbitBroker:
 
     async def close(self) -> None:
         self._closing = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect_task
+        await stop_tasks([self._reconnect_task])
         for consumer in list(self._consumers):
             await consumer.cancel()
         if self._connection is not None:

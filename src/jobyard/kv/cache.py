@@ -9,7 +9,6 @@ local copy, dropped when the bump is announced on pub/sub. If Redis is down, rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -202,10 +201,3 @@ class UserCache:
 
     async def invalidate(self, *keys_: str) -> None:
         await self._cache.invalidate(list(keys_))
-
-
-async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

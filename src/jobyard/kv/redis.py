@@ -55,6 +55,7 @@ class RedisKV:
         self._release = self._client.register_script(scripts.RELEASE_IF_OWNER)
         self._extend = self._client.register_script(scripts.EXTEND_IF_OWNER)
         self._incr = self._client.register_script(scripts.INCR_WITH_TTL)
+        self._apply = self._client.register_script(scripts.APPLY_WRITES)
         self._breaker_seconds = breaker_seconds
         self._open_until = 0.0
 
@@ -141,15 +142,18 @@ class RedisKV:
     async def apply(self, writes: Writes) -> None:
         if not writes:
             return
-        async with self._guard(), self._client.pipeline(transaction=False) as pipe:
-            for key, value, ttl in writes.sets:
-                pipe.set(key, value, px=max(1, int(ttl * 1000)))
-            for key, ttl in writes.incrs:
-                pipe.incr(key)
-                pipe.pexpire(key, max(1, int(ttl * 1000)))
-            for channel, message in writes.publishes:
-                pipe.publish(channel, message)
-            await pipe.execute()
+        keys: list[str] = []
+        args: list[Any] = [len(writes.sets), len(writes.incrs), len(writes.publishes)]
+        for key, value, ttl in writes.sets:
+            keys.append(key)
+            args += (value, max(1, int(ttl * 1000)))
+        for key, ttl in writes.incrs:
+            keys.append(key)
+            args.append(max(1, int(ttl * 1000)))
+        for channel, message in writes.publishes:
+            args += (channel, message)
+        async with self._guard():
+            await self._apply(keys=keys, args=args)
 
     async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
         async with self._guard():

@@ -19,8 +19,8 @@ from jobyard import jsonutil
 from jobyard.errors import JobyardError
 from jobyard.kv import keys
 from jobyard.kv.base import KV
-from jobyard.live import raise_if_cancelling
 from jobyard.store.repository import Repository
+from jobyard.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger("jobyard.live.hub")
 
@@ -112,11 +112,7 @@ class EventHub:
             self._tasks.append(asyncio.create_task(loop(), name=f"jobyard-hub-{loop.__name__}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         self.healthy = False
 

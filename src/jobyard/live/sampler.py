@@ -16,6 +16,7 @@ from typing import Any
 from jobyard.broker.base import Broker
 from jobyard.errors import JobyardError
 from jobyard.live.hub import LiveEvent
+from jobyard.tasks import stop_tasks
 
 log = logging.getLogger("jobyard.live.sampler")
 
@@ -59,9 +60,7 @@ class QueueSampler:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=5.0)
         except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         self._task = None
 
     async def sample(self) -> dict[str, Any]:

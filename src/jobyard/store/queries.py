@@ -49,6 +49,8 @@ _RUNNING = ActionStatus.RUNNING.value
 INSERT_JOB = insert(jobs)
 INSERT_ACTIONS = insert(actions)
 INSERT_OUTBOX = insert(outbox)
+# A new job's rows, due after ``p_hold`` seconds (0: at once; see ``Repository.create_job``'s handoff)
+INSERT_HELD_OUTBOX = insert(outbox).values(available_at=db_now_plus(bindparam("p_hold"))).returning(outbox.c.id)
 
 # --- deduplication (the unique primary key (tenant_id, key) is what enforces it) ----------------------------
 DELETE_EXPIRED_DEDUP_KEY = delete(dedup).where(
@@ -744,9 +746,11 @@ WITH new_job AS (
          WITH ORDINALITY AS a(id, type, queue, payload, max_attempts, timeout, concurrency_key, concurrency_limit, seq)
 ), new_outbox AS (
     -- one row per message: $11 bodies (a packed message or one action), $19 their first action ids, $20 queues
+    -- held back from the relay for $21 seconds when the API process publishes them itself (the handoff)
     INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
-    SELECT o.action_id, o.queue, o.body, statement_timestamp()
+    SELECT o.action_id, o.queue, o.body, statement_timestamp() + make_interval(secs => $21::float8)
     FROM unnest($19::uuid[], $20::text[], $11::bytea[]) AS o(action_id, queue, body)
+    RETURNING id
 ), new_event AS (
     INSERT INTO jobyard_events (event_id, type, tenant_id, job_id, data, created_at)
     SELECT gen_random_uuid(), 'job.created', j.tenant_id, j.id,
@@ -758,7 +762,9 @@ WITH new_job AS (
     SELECT $2, statement_timestamp(), $16::uuid, $15::text, $18::text, $1::text, $17::jsonb
     WHERE $15::text IS NOT NULL
 )
-SELECT new_job.*, pg_notify('jobyard_outbox', '') IS NULL AS notified FROM new_job
+SELECT new_job.*, ARRAY(SELECT id FROM new_outbox) AS outbox_ids,
+       (CASE WHEN $21::float8 = 0 THEN pg_notify('jobyard_outbox', '') END) IS NULL AS quiet
+FROM new_job
 """
 
 PG_CLAIM_ACTIONS = """

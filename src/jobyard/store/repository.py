@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -70,6 +70,18 @@ class OutboxRow:
     id: int
     queue: str
     body: bytes
+
+
+class Handoff(Protocol):
+    """Takes a new job's messages right after its commit and publishes them itself (see ``jobyard.handoff``).
+
+    The job's outbox rows are written held back for ``hold`` seconds, so the relay leaves them to it; whatever
+    it does not publish and delete in that time, the relay publishes when the rows come due.
+    """
+
+    hold: float
+
+    def offer(self, row_ids: list[int], messages: list[tuple[str, bytes]]) -> None: ...
 
 
 def database_url_for_driver(url: str) -> str:
@@ -466,11 +478,16 @@ class Repository:
         webhook_url: str | None = None,
         job_id: UUID | None = None,
         audit: AuditEntry | None = None,
+        handoff: Handoff | None = None,
     ) -> tuple[JobRecord, list[UUID]]:
         """Insert the job, its actions and their outbox rows in one transaction.
 
         With ``audit``, the submission is recorded in the audit log in the same transaction (its target is the
         new job's id).
+
+        With ``handoff``, the outbox rows are held back from the relay for ``handoff.hold`` seconds and, once
+        committed, offered to the handoff (which publishes them at once); the relay is not woken. Ignored with
+        ``connection``: only the caller knows when its transaction commits.
 
         Pass ``connection`` to enqueue inside a transaction the caller already holds (the caller commits).
         With ``dedup`` keys, a key already held (and not expired) returns the job that holds it instead, with
@@ -479,8 +496,15 @@ class Repository:
         """
         job_id = job_id or uuid7()
         action_ids = [uuid7() for _ in actions]
+        if connection is not None:
+            handoff = None
+        hold = handoff.hold if handoff is not None else 0.0
+        outbox = self._outbox_bodies(job_id, action_ids, actions)
         if self._fast and connection is None and not dedup:
-            job = await self._create_job_pg(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit)
+            job, held = await self._create_job_pg(
+                tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox, hold
+            )
+            self._hand_over(handoff, held, outbox)
             return job, action_ids
         job_row = {
             "id": job_id,
@@ -515,8 +539,9 @@ class Repository:
                     "concurrency_limit": spec.concurrency_limit,
                 }
             )
-        for first, queue, body in self._outbox_bodies(job_id, action_ids, actions):
-            outbox_rows.append({"action_id": first, "queue": queue, "body": body})
+        for first, queue, body in outbox:
+            outbox_rows.append({"action_id": first, "queue": queue, "body": body, "p_hold": hold})
+        row_ids: list[int] = []
 
         async def claim_keys(conn: AsyncConnection) -> Any:
             """Take every dedup key for this job; the existing job's row if one is already taken."""
@@ -548,11 +573,12 @@ class Repository:
                 )
             ).one()
             await conn.execute(q.INSERT_ACTIONS.values(created_at=now, updated_at=now, available_at=now), action_rows)
-            await conn.execute(q.INSERT_OUTBOX.values(available_at=now), outbox_rows)
+            inserted = await conn.execute(q.INSERT_HELD_OUTBOX, outbox_rows)
+            row_ids[:] = [r.id for r in inserted]
             await conn.execute(q.INSERT_EVENTS.values(created_at=now), [created_event])
             if audit is not None:
                 await conn.execute(q.INSERT_AUDIT, _audit_row(audit, str(job_id)))
-            if self.dialect == "postgresql":
+            if self.dialect == "postgresql" and not hold:
                 await conn.execute(q.PG_NOTIFY_OUTBOX)
             return row
 
@@ -569,8 +595,14 @@ class Repository:
             async with self._tx() as conn:
                 row, created = await run(conn)
             if created:
-                self._outbox_event.set()
+                self._hand_over(handoff, row_ids, outbox)
         return _job(row), action_ids if created else []
+
+    def _hand_over(self, handoff: Handoff | None, row_ids: list[int], outbox: list[tuple[UUID, str, bytes]]) -> None:
+        if handoff is None:
+            self._outbox_event.set()
+        else:
+            handoff.offer(row_ids, [(queue, body) for _, queue, body in outbox])
 
     def _outbox_bodies(
         self, job_id: UUID, action_ids: list[UUID], actions: Sequence[ActionSpecIn]
@@ -612,8 +644,13 @@ class Repository:
         action_ids: list[UUID],
         webhook_url: str | None,
         audit: AuditEntry | None,
-    ) -> JobRecord:
-        """The job, its actions, their outbox rows and the relay's wake-up in one statement: one round trip."""
+        outbox: list[tuple[UUID, str, bytes]],
+        hold: float,
+    ) -> tuple[JobRecord, list[int]]:
+        """The job, its actions, their outbox rows and the relay's wake-up in one statement: one round trip.
+
+        Returns the job and its outbox rows' ids. Rows held back (``hold`` > 0) do not wake the relay.
+        """
         types, queues, payloads, attempts, timeouts = [], [], [], [], []
         concurrency_keys: list[str | None] = []
         concurrency_limits: list[int] = []
@@ -625,7 +662,6 @@ class Repository:
             timeouts.append(float(spec.timeout))
             concurrency_keys.append(spec.concurrency_key)
             concurrency_limits.append(spec.concurrency_limit)
-        outbox = self._outbox_bodies(job_id, action_ids, actions)
         async with self._driver() as db:
             row = await db.fetchrow(
                 q.PG_CREATE_JOB,
@@ -649,10 +685,10 @@ class Repository:
                 audit.action if audit is not None else None,
                 [first for first, _, _ in outbox],
                 [queue for _, queue, _ in outbox],
+                hold,
             )
-        self._outbox_event.set()
         assert row is not None
-        return _job_pg(row)
+        return _job_pg(row), list(row["outbox_ids"])
 
     # --- relay --------------------------------------------------------------------------------------
     async def publish_outbox(self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]]) -> int:
@@ -677,6 +713,15 @@ class Repository:
             await publish(rows)
             await conn.execute(q.DELETE_OUTBOX, {"p_ids": [r.id for r in rows]})
         return len(rows)
+
+    async def delete_outbox_rows(self, ids: Sequence[int]) -> None:
+        """Delete outbox rows whose messages were published (by the handoff; see ``create_job``)."""
+        if self._fast:
+            async with self._driver() as db:
+                await db.execute("DELETE FROM jobyard_outbox WHERE id = ANY($1::bigint[])", list(ids))
+            return
+        async with self._tx() as conn:
+            await conn.execute(q.DELETE_OUTBOX, {"p_ids": list(ids)})
 
     async def next_outbox_due(self) -> datetime | None:
         async with self._tx() as conn:
