@@ -1,4 +1,4 @@
-"""Stopping background tasks: a task that swallows its cancellation must still end (or be left, never awaited forever)."""
+"""Stopping background tasks: one that swallows its cancellation must still end, or be left; never awaited forever."""
 
 from __future__ import annotations
 
