@@ -56,7 +56,7 @@ class Settings(BaseModel):
         5.0, gt=0, le=300, description="seconds the relay leaves a new job's outbox rows to the API that wrote them"
     )
     message_actions: int = Field(
-        10, ge=1, le=1000, description="most actions the relay packs into one broker message (1: one per message)"
+        10, ge=1, le=1000, description="most actions packed into one broker message (1: one per message)"
     )
 
     stream_heartbeat: float = Field(15.0, gt=0, description="seconds between heartbeats on an idle stream")

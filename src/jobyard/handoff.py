@@ -8,7 +8,8 @@ a no-op. The outbox remains the guarantee; the handoff only takes the relay's wa
 its transaction off the way from submit to start.
 
 Submissions that arrive while a publish is in flight go out together in the next one: one confirm wait and one
-delete for all of them.
+delete for all of them, and their single actions packed by queue up to ``message_actions`` a message, as the relay
+packs due rows (a stream of one-action jobs would otherwise cost a message, a delivery and a claim each).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 
 from jobyard.broker.base import Broker
 from jobyard.errors import BrokerError, BrokerUnavailable, StoreError
-from jobyard.messages import is_packed, pack
+from jobyard.messages import pack_by_queue
 from jobyard.store.repository import Repository
 from jobyard.tasks import stop_tasks
 
@@ -29,11 +30,14 @@ log = logging.getLogger("jobyard.handoff")
 class Handoff:
     """Publishes newly stored jobs' messages from the process that stored them (see the module docstring)."""
 
-    def __init__(self, repo: Repository, broker: Broker, *, hold: float, batch: int = 500) -> None:
+    def __init__(
+        self, repo: Repository, broker: Broker, *, hold: float, batch: int = 500, message_actions: int = 1
+    ) -> None:
         self.repo = repo
         self.broker = broker
         self.hold = hold
-        self.batch = batch
+        self.batch = batch  # rows per publish
+        self.message_actions = message_actions
         self.published = 0  # messages this process published
         self.left = 0  # messages left to the relay (broker refused or unreachable)
         self._offers: list[tuple[list[int], list[tuple[str, bytes]]]] = []
@@ -49,8 +53,7 @@ class Handoff:
         """Committed outbox rows and their messages (in any order): publish them soon, then delete the rows."""
         if self._task is None:
             return  # stopped meanwhile: the relay publishes them once the hold is over
-        # A row holds one encoded action or a packed message; the broker carries packed messages only.
-        self._offers.append((row_ids, [(q, b if is_packed(b) else pack([b])) for q, b in messages]))
+        self._offers.append((row_ids, messages))
         self._wake.set()
 
     async def start(self) -> None:
@@ -80,18 +83,20 @@ class Handoff:
         while self._offers:
             offers, self._offers = self._offers, []
             row_ids: list[int] = []
-            messages: list[tuple[str, bytes]] = []
+            rows: list[tuple[str, bytes]] = []
             for ids, bodies in offers:
                 row_ids += ids
-                messages += bodies
-                if len(messages) >= self.batch:
-                    await self._send(row_ids, messages)
-                    row_ids, messages = [], []
-            if messages:
-                await self._send(row_ids, messages)
+                rows += bodies
+                if len(rows) >= self.batch:
+                    await self._send(row_ids, rows)
+                    row_ids, rows = [], []
+            if rows:
+                await self._send(row_ids, rows)
 
-    async def _send(self, row_ids: list[int], messages: list[tuple[str, bytes]]) -> None:
-        """Publish ``messages`` (confirmed); only then delete their rows."""
+    async def _send(self, row_ids: list[int], rows: list[tuple[str, bytes]]) -> None:
+        """Publish the rows' bodies (packed, confirmed); only then delete the rows."""
+        # A row holds one encoded action or a packed message; the broker carries packed messages only.
+        messages = pack_by_queue(rows, self.message_actions)
         try:
             await self.broker.publish(messages)
         except (BrokerUnavailable, BrokerError) as exc:

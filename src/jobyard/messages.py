@@ -8,6 +8,7 @@ packed at submission (up to ``JOBYARD_MESSAGE_ACTIONS`` actions of one job and q
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -83,6 +84,22 @@ def pack(encoded_actions: list[bytes]) -> bytes:
 def is_packed(body: bytes) -> bool:
     """True for a whole message (as packed at submission), False for one encoded action."""
     return body.startswith(b'{"v":')
+
+
+def pack_by_queue(items: Iterable[tuple[str, bytes]], per_message: int) -> list[tuple[str, bytes]]:
+    """Broker messages for (queue, body) pairs: packed bodies go out as they are; single encoded actions are
+    grouped by queue, ``per_message`` to a message (the relay's outbox rows, the handoff's submissions)."""
+    by_queue: dict[str, list[bytes]] = {}
+    out: list[tuple[str, bytes]] = []
+    for queue, body in items:
+        if is_packed(body):
+            out.append((queue, body))
+        else:
+            by_queue.setdefault(queue, []).append(body)
+    for queue, bodies in by_queue.items():
+        for start in range(0, len(bodies), per_message):
+            out.append((queue, pack(bodies[start : start + per_message])))
+    return out
 
 
 def chunks(queues: list[str], per_message: int) -> list[list[int]]:

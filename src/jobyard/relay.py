@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -34,21 +33,6 @@ from jobyard.webhook_sender import WebhookSender
 
 log = logging.getLogger("jobyard.relay")
 T = TypeVar("T")
-
-
-def pack_rows(rows: Sequence[OutboxRow], per_message: int) -> list[tuple[str, bytes]]:
-    """Rows packed at submission go out as they are; single actions are grouped by queue, ``per_message`` a body."""
-    by_queue: dict[str, list[bytes]] = defaultdict(list)
-    out: list[tuple[str, bytes]] = []
-    for row in rows:
-        if messages.is_packed(row.body):
-            out.append((row.queue, row.body))
-        else:
-            by_queue[row.queue].append(row.body)
-    for queue, bodies in by_queue.items():
-        for start in range(0, len(bodies), per_message):
-            out.append((queue, messages.pack(bodies[start : start + per_message])))
-    return out
 
 
 EVENT_BATCH = 500
@@ -96,7 +80,8 @@ class Relay:
 
     # --- outbox -------------------------------------------------------------------------------------
     async def _publish(self, rows: list[OutboxRow]) -> None:
-        await self.broker.publish(pack_rows(rows, self.settings.message_actions))
+        bodies = [(row.queue, row.body) for row in rows]
+        await self.broker.publish(messages.pack_by_queue(bodies, self.settings.message_actions))
 
     async def publish_once(self) -> int:
         """Publish one batch of due rows; returns how many were published."""

@@ -52,7 +52,13 @@ class Runtime:
         self.sessions = SessionStore(self.kv, settings.session_ttl)
         self.quotas = TenantQuotas(settings, self.repo, self.kv)
         self.handoff = (
-            Handoff(self.repo, self.broker, hold=settings.outbox_hold, batch=settings.relay_batch)
+            Handoff(
+                self.repo,
+                self.broker,
+                hold=settings.outbox_hold,
+                batch=settings.relay_batch,
+                message_actions=settings.message_actions,
+            )
             if settings.publish_on_submit
             else None
         )

@@ -8,8 +8,6 @@ import pytest
 
 from jobyard import messages
 from jobyard.ids import uuid7
-from jobyard.relay import pack_rows
-from jobyard.store.repository import OutboxRow
 
 
 def test_packed_actions_unpack_to_the_same_fields() -> None:
@@ -29,19 +27,19 @@ def test_malformed_bodies_are_refused_with_a_reason(body: bytes) -> None:
         messages.unpack(body)
 
 
-def test_relay_packs_rows_by_queue_up_to_the_limit() -> None:
+def test_single_actions_are_packed_by_queue_up_to_the_limit() -> None:
     body = messages.encode_action(uuid.uuid4(), uuid.uuid4(), "t", "x", None, 1, 1)
-    rows = [OutboxRow(i, "a" if i % 2 else "b", body) for i in range(7)]
-    packed = pack_rows(rows, per_message=2)
+    rows = [("a" if i % 2 else "b", body) for i in range(7)]
+    packed = messages.pack_by_queue(rows, per_message=2)
     assert [q for q, _ in packed] == ["b", "b", "a", "a"]
     assert sum(len(messages.unpack(body)) for _, body in packed) == 7
 
 
-def test_rows_packed_at_submission_go_out_as_they_are() -> None:
+def test_bodies_packed_at_submission_go_out_as_they_are() -> None:
     job = uuid.uuid4()
     one = [messages.encode_action(uuid.uuid4(), job, "t", "a", i, 1, 1) for i in range(3)]
-    rows = [OutboxRow(1, "a", messages.pack(one)), OutboxRow(2, "a", one[0]), OutboxRow(3, "a", one[1])]
-    packed = pack_rows(rows, per_message=10)
+    rows = [("a", messages.pack(one)), ("a", one[0]), ("a", one[1])]
+    packed = messages.pack_by_queue(rows, per_message=10)
     assert packed == [("a", messages.pack(one)), ("a", messages.pack(one[:2]))]
     assert messages.is_packed(messages.pack(one)) and not messages.is_packed(one[0])
 
