@@ -20,6 +20,7 @@ import orjson
 
 from benchmarks.common import p50_p99
 from benchmarks.jobyard_side import JobyardBench, JobyardConfig
+from benchmarks.run import settings_env
 
 LEGS = ("send → inserted", "inserted → claimed", "claimed → handler", "submit → start")
 
@@ -62,9 +63,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=400)
     p.add_argument("--interval-ms", type=float, default=10.0)
+    p.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a jobyard setting (repeatable)"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    result = asyncio.run(measure(args.jobs, args.interval_ms))
+    result = asyncio.run(measure(args.jobs, args.interval_ms, JobyardConfig(extra_env=settings_env(args.setting))))
     if args.json:
         print(json.dumps(result))
         return
