@@ -5,6 +5,7 @@ Kept free of jobyard imports so the peer runner (in its own virtualenv) can use 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import threading
 import time
@@ -30,6 +31,29 @@ class Deadline:
         if left <= 0:
             raise BenchTimeout(f"benchmark exceeded --timeout {self.seconds:g}s")
         return left
+
+
+def add_setting_option(parser: argparse.ArgumentParser) -> None:
+    """``--setting NAME=VALUE`` (repeatable): a jobyard setting for the jobyard processes of the run."""
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="jobyard: a setting for its processes (repeatable), e.g. rabbitmq_queue_type=classic",
+    )
+
+
+def settings_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``--setting rabbitmq_queue_type=classic`` → ``{"JOBYARD_RABBITMQ_QUEUE_TYPE": "classic"}`` (README names)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--setting wants NAME=VALUE, got {pair!r}")
+        name = name.strip().upper()
+        env[name if name.startswith("JOBYARD_") else f"JOBYARD_{name}"] = value
+    return env
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

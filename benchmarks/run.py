@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.common import BenchTimeout
+from benchmarks.common import BenchTimeout, add_setting_option, settings_env
 from benchmarks.jobyard_side import REPO_ROOT, JobyardConfig, run_jobyard
 
 SYSTEMS = ("jobyard", "dramatiq", "celery")
@@ -58,18 +58,6 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
         extra_env=settings_env(args.setting),
     )
     return run_jobyard(cfg)
-
-
-def settings_env(pairs: Sequence[str]) -> dict[str, str]:
-    """``--setting rabbitmq_queue_type=classic`` → ``{"JOBYARD_RABBITMQ_QUEUE_TYPE": "classic"}`` (README names)."""
-    env: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise SystemExit(f"--setting wants NAME=VALUE, got {pair!r}")
-        name = name.strip().upper()
-        env[name if name.startswith("JOBYARD_") else f"JOBYARD_{name}"] = value
-    return env
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -128,13 +116,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", default=os.environ.get("BENCH_JOBYARD_REDIS_URL", "redis://127.0.0.1:6379/12"))
     p.add_argument("--db-prefix", default=os.environ.get("BENCH_DB_PREFIX", "jobyard_bench"))
     p.add_argument("--queue-prefix", default=os.environ.get("BENCH_QUEUE_PREFIX", "jobyard-bench"))
-    p.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="jobyard: a setting for its processes (repeatable), e.g. rabbitmq_queue_type=classic",
-    )
+    add_setting_option(p)
     p.add_argument("--profile-dir", default=None, help="jobyard: py-spy speedscope profiles of every process")
     p.add_argument("--json", action="store_true", help="print one JSON object (the table goes to stderr)")
     return p.parse_args(argv)

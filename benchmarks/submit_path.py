@@ -18,9 +18,8 @@ import time
 
 import orjson
 
-from benchmarks.common import p50_p99
+from benchmarks.common import add_setting_option, p50_p99, settings_env
 from benchmarks.jobyard_side import JobyardBench, JobyardConfig
-from benchmarks.run import settings_env
 
 LEGS = ("send → inserted", "inserted → claimed", "claimed → handler", "submit → start")
 
@@ -63,9 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=400)
     p.add_argument("--interval-ms", type=float, default=10.0)
-    p.add_argument(
-        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a jobyard setting (repeatable)"
-    )
+    add_setting_option(p)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = asyncio.run(measure(args.jobs, args.interval_ms, JobyardConfig(extra_env=settings_env(args.setting))))
