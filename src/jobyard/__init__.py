@@ -3,7 +3,8 @@
 PostgreSQL is the source of truth, RabbitMQ delivers work, Redis makes things fast.
 """
 
-from jobyard.client import AsyncClient, Client
+from typing import TYPE_CHECKING, Any
+
 from jobyard.config import Settings
 from jobyard.errors import (
     ActionCancelled,
@@ -14,6 +15,9 @@ from jobyard.errors import (
 )
 from jobyard.model import ActionStatus, JobStatus
 from jobyard.sdk import ActionContext, Yard
+
+if TYPE_CHECKING:
+    from jobyard.client import AsyncClient, Client
 
 __version__ = "0.1.0"
 
@@ -32,3 +36,12 @@ __all__ = [
     "Yard",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The HTTP clients load on first use: workers, relays and API processes never need httpx (about 6 MB)."""
+    if name in ("AsyncClient", "Client"):
+        from jobyard import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'jobyard' has no attribute {name!r}")

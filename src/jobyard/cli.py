@@ -12,7 +12,6 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from jobyard.cli_keys import keys_app
@@ -322,6 +321,8 @@ def status(
     api_key: ApiKey = None,
 ) -> None:
     """Show a job's status, progress and each action's state (live with --follow)."""
+    import httpx  # here, not at the top: worker, relay and API processes never load it
+
     try:
         if follow:
             from jobyard.cli_live import follow_job
@@ -413,6 +414,8 @@ def top(
     api_key: ApiKey = None,
 ) -> None:
     """Queues, throughput and workers, live in the terminal (Ctrl-C to quit)."""
+    import httpx
+
     from jobyard.cli_live import run_top
 
     try:
