@@ -481,6 +481,7 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
         actions_per_s=round(actions / throughput["elapsed_s"], 1),
         latency_ms=p50_p99(latency),
         worker_peak_rss_mb=round(sampler.peak_sum.get("workers", 0) / mib, 1),
+        worker_largest_rss_mb=round(sampler.peak_one.get("workers", 0) / mib, 1),
         status_reads=status_reads,
         details={
             "submit_s": round(throughput["submit_s"], 4),

@@ -63,14 +63,15 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'system':<10} {'actions/s':>10} {'elapsed s':>10} {'start p50 ms':>13} {'start p99 ms':>13} "
-        f"{'worker RSS MiB':>15}"
+        f"{'workers RSS MiB':>16} {'largest MiB':>12}"
     )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         lat = r.get("latency_ms", {})
         lines.append(
             f"{name:<10} {r['actions_per_s']:>10,.0f} {r['elapsed_s']:>10.3f} {lat.get('p50', float('nan')):>13.2f} "
-            f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>15.1f}"
+            f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>16.1f} "
+            f"{r.get('worker_largest_rss_mb', 0.0):>12.1f}"
         )
     jy = results.get("jobyard")
     if jy is not None:

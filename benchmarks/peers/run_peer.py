@@ -428,13 +428,14 @@ class WorkerFleet:
 
 
 class RssSampler(threading.Thread):
-    """Samples the summed RSS of all worker processes and keeps the peak."""
+    """Samples the RSS of all worker processes; keeps the peak of their sum and of any single one."""
 
     def __init__(self, fleet: WorkerFleet, interval: float = 0.1) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.fleet = fleet
         self.interval = interval
         self.peak_bytes = 0
+        self.peak_one = 0
         self.peak_procs = 0
         self._stop_event = threading.Event()
 
@@ -443,8 +444,10 @@ class RssSampler(threading.Thread):
         count = 0
         for p in self.fleet.processes():
             with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
+                rss = int(p.memory_info().rss)
+                total += rss
                 count += 1
+                self.peak_one = max(self.peak_one, rss)
         if total > self.peak_bytes:
             self.peak_bytes = total
         self.peak_procs = max(self.peak_procs, count)
@@ -475,7 +478,8 @@ class Result:
     client_cpu_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     latency_samples: int = 0
-    worker_peak_rss_mb: float = 0.0
+    worker_peak_rss_mb: float = 0.0  # the peak of the worker processes' summed RSS
+    worker_largest_rss_mb: float = 0.0  # the peak RSS of any one worker process
     worker_processes: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -497,6 +501,7 @@ class Result:
             "actions_per_s": round(self.actions_per_s, 1),
             "latency_ms": self.latency_ms,
             "worker_peak_rss_mb": round(self.worker_peak_rss_mb, 1),
+            "worker_largest_rss_mb": round(self.worker_largest_rss_mb, 1),
             "details": {
                 "submit_s": round(self.submit_s, 4),
                 "throughput_phase_cpu_s": {
@@ -621,6 +626,7 @@ def run(args: argparse.Namespace) -> Result:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
     result.worker_peak_rss_mb = sampler.peak_bytes / (1024 * 1024)
+    result.worker_largest_rss_mb = sampler.peak_one / (1024 * 1024)
     result.worker_processes = sampler.peak_procs
     return result
 
@@ -637,7 +643,8 @@ def summary(r: Result) -> str:
         f"  throughput    {r.actions_per_s:,.0f} actions/s",
         f"  CPU (timed)   workers {r.worker_cpu_s:.2f} s, submitter {r.client_cpu_s:.2f} s",
         f"  latency       p50 {p50:.2f} ms   p99 {p99:.2f} ms   ({r.latency_samples} light-load samples)",
-        f"  peak RSS      {r.worker_peak_rss_mb:.1f} MiB over {r.worker_processes} worker processes (sum)",
+        f"  peak RSS      {r.worker_peak_rss_mb:.1f} MiB over {r.worker_processes} worker processes (sum), "
+        f"largest process {r.worker_largest_rss_mb:.1f} MiB",
         f"  versions      {', '.join(f'{k} {v}' for k, v in versions(r.system).items())}",
     ]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert set(result["latency_ms"]) == {"p50", "p99"}
     assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
+    assert 0 < result["worker_largest_rss_mb"] <= result["worker_peak_rss_mb"]  # one of the processes in the sum
 
 
 def test_the_submit_path_breakdown_runs_and_reports_each_leg() -> None:
