@@ -39,7 +39,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """The HTTP clients load on first use: workers, relays and API processes never need httpx (about 6 MB)."""
+    """The HTTP clients load on first use, so that a worker process never imports httpx (about 6 MB of RSS)."""
     if name in ("AsyncClient", "Client"):
         from jobyard import client
 

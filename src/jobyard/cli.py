@@ -321,7 +321,7 @@ def status(
     api_key: ApiKey = None,
 ) -> None:
     """Show a job's status, progress and each action's state (live with --follow)."""
-    import httpx  # here, not at the top: worker, relay and API processes never load it
+    import httpx  # here, not at the top: a worker process (started by this CLI) never needs it
 
     try:
         if follow:

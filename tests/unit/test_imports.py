@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 WORKER_MODULES = "jobyard.cli, jobyard.runtime, jobyard.worker, jobyard.broker.rabbitmq, jobyard.kv.redis"
 
 
@@ -34,9 +36,5 @@ def test_the_clients_still_load_from_the_package() -> None:
 def test_an_unknown_attribute_is_still_an_attribute_error() -> None:
     import jobyard
 
-    try:
-        jobyard.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
-    except AttributeError as exc:
-        assert "NoSuchThing" in str(exc)
-    else:
-        raise AssertionError("jobyard.NoSuchThing did not raise")
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        _ = jobyard.NoSuchThing  # type: ignore[attr-defined]
