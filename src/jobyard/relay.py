@@ -212,9 +212,11 @@ class Relay:
         leadership: Leadership | None = None
         next_election = next_reap = loop.time()
         next_prune = loop.time() + min(RETENTION_EVERY, elect_every * 4)
+        pause = 0.0  # the first election runs at once: a relay that starts alone leads (and publishes) right away
         try:
             while True:
-                await asyncio.sleep(tick if leadership is not None else elect_every)
+                await asyncio.sleep(pause)
+                pause = elect_every
                 now = loop.time()
                 try:
                     if leadership is not None and now >= next_election:
@@ -233,6 +235,7 @@ class Relay:
                     continue
                 if leadership is None:
                     continue
+                pause = tick
                 reap, prune = now >= next_reap, now >= next_prune
                 if reap:
                     next_reap = now + elect_every

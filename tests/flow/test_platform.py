@@ -83,6 +83,19 @@ async def test_domain_events_are_published_for_a_job_in_order(make_settings: Any
     assert len({e["id"] for e in events}) == 4
 
 
+async def test_a_relay_leads_and_publishes_events_as_soon_as_it_starts(make_settings: Any) -> None:
+    # A 40 s lease makes the relay hold an election every 5 s; the first one must not wait for that interval
+    # (it did: a relay started, then events, the reaper and schedules stood still for 5 s).
+    async with stack(_settings(make_settings, lease_seconds=40.0), demo_yard) as s, domain_events(s) as queue:
+        assert s.relay is not None
+        async with asyncio.timeout(3):
+            while not s.relay.is_leader:  # noqa: ASYNC110 - a plain flag of the relay's, polled
+                await asyncio.sleep(0.02)
+            job_id = await s.submit([{"type": "demo.noop"}])
+            events = await events_of(queue, job_id, until="job.completed")
+    assert [e["type"] for e in events] == ["job.created", "job.ready", "job.completed"]
+
+
 async def test_webhooks_are_signed_delivered_and_logged(make_settings: Any) -> None:
     settings = _settings(make_settings, webhook_allow_private=True, webhook_secret=SECRET)
     async with receiver() as rec, stack(settings, demo_yard) as s:
