@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from jobyard.cli_keys import keys_app
-from jobyard.config import Settings
+from jobyard.config import Settings, set_process_name
 from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError
 
 app = typer.Typer(
@@ -26,6 +26,14 @@ app = typer.Typer(
 )
 
 app.add_typer(keys_app)
+
+
+@app.callback()
+def _name_the_process(ctx: typer.Context) -> None:
+    # Every command's database connections carry its name (pg_stat_activity shows ``jobyard-worker`` and so on).
+    if ctx.invoked_subcommand:
+        set_process_name(f"jobyard-{ctx.invoked_subcommand}")
+
 
 Host = Annotated[str | None, typer.Option("--host", envvar="JOBYARD_HOST", help="address to bind")]
 Port = Annotated[int | None, typer.Option("--port", envvar="JOBYARD_PORT", help="port to bind")]

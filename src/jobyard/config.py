@@ -13,6 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from jobyard.errors import ConfigurationError
 
+#: The name this process gives its database connections (PostgreSQL's ``application_name``): the CLI sets
+#: ``jobyard-<command>`` (``jobyard-worker``, ``jobyard-api``, ...), so ``pg_stat_activity`` and the server log
+#: show which process holds a lock or runs a statement. A database URL's own ``application_name`` wins.
+process_name = "jobyard"
+
+
+def set_process_name(name: str) -> None:
+    global process_name
+    process_name = name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes of it
+
+
 ENV_PREFIX = "JOBYARD_"
 
 

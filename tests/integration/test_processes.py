@@ -142,3 +142,44 @@ async def test_the_cli_cancels_lists_dead_letters_and_replays(cluster: Cluster) 
     assert replayed.returncode == 0 and "up to attempt 4" in replayed.stdout
     again = await asyncio.to_thread(run, "retry", slow_id, "--url", cluster.url)
     assert again.returncode == 1 and "404" in again.stderr  # a job id is not an action id
+
+
+async def test_each_process_names_its_database_connections(cluster: Cluster) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(cluster.env["JOBYARD_DATABASE_URL"])
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                names = {
+                    r["application_name"]
+                    for r in await conn.fetch(
+                        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+                    )
+                }
+                if {"jobyard-api", "jobyard-relay", "jobyard-worker"} <= names:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("query", ["", "?application_name=billing-jobs"])
+async def test_a_database_url_may_name_the_connections_itself(
+    pg_database: str, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    from jobyard import config
+    from jobyard.store import create_repository
+
+    monkeypatch.setattr(config, "process_name", "jobyard-conftest")  # what the CLI sets for its command
+    expected = "billing-jobs" if query else "jobyard-conftest"
+    repo = create_repository(config.Settings(database_url=pg_database + query))
+    try:
+        async with repo._tx() as conn:  # the SQLAlchemy engine (which refused application_name in the URL before)
+            assert (await conn.execute(text("SHOW application_name"))).scalar() == expected
+        async with repo._driver() as raw:  # the hot path's own asyncpg pool
+            assert await raw.fetchval("SHOW application_name") == expected
+    finally:
+        await repo.close()

@@ -20,11 +20,11 @@ from uuid import UUID
 import asyncpg
 import sqlalchemy.exc
 from sqlalchemy import event
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from jobyard import config, jsonutil, messages
 from jobyard import domain_events as ev
-from jobyard import jsonutil, messages
 from jobyard.config import Settings
 from jobyard.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from jobyard.ids import uuid7
@@ -93,6 +93,11 @@ def database_url_for_driver(url: str) -> str:
     if url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     return url
+
+
+def server_settings(url: str) -> dict[str, str]:
+    """asyncpg ``server_settings`` for a connection to ``url``: the process's name, unless the URL sets its own."""
+    return {} if "application_name=" in url else {"application_name": config.process_name}
 
 
 _UNAVAILABLE_HINT = "the database is unreachable; check JOBYARD_DATABASE_URL and that the server is running"
@@ -418,6 +423,7 @@ class Repository:
                     # the hot path never changes session state, so that round trip is pure cost.
                     reset=_keep_session,
                     timeout=10,
+                    server_settings=server_settings(self._raw_url),
                 )
             return self._pool
 
@@ -746,7 +752,7 @@ class Repository:
     async def _start_listener(self) -> None:
         dsn = self._dsn()
         try:
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(dsn, server_settings=server_settings(dsn))
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("cannot LISTEN for outbox writes (%s); polling instead", exc)
             return
@@ -1110,7 +1116,7 @@ class Repository:
         dsn = database_url_for_driver(self._raw_url).replace("postgresql+asyncpg://", "postgresql://")
         key = int.from_bytes(hashlib.sha256(f"jobyard:leader:{name}".encode()).digest()[:8], "big", signed=True)
         try:
-            conn = await asyncpg.connect(dsn, timeout=5)
+            conn = await asyncpg.connect(dsn, timeout=5, server_settings=server_settings(dsn))
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(_UNAVAILABLE_HINT) from exc
         try:
@@ -1657,8 +1663,13 @@ def create_repository(settings: Settings) -> Repository:
         engine = create_async_engine(url, json_serializer=serializer, json_deserializer=_json_from_db)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
+        # SQLAlchemy hands URL query options to asyncpg.connect() as keywords, which has none named
+        # application_name: a name given in the URL travels as a server setting instead.
+        parsed = make_url(url)
+        given = parsed.query.get("application_name")
+        name = {"application_name": given if isinstance(given, str) else given[-1]} if given else {}
         engine = create_async_engine(
-            url,
+            parsed.difference_update_query(["application_name"]),
             json_serializer=serializer,
             json_deserializer=jsonutil.loads,
             # A fixed pool: overflow connections are closed on return, so a burst above the pool size paid a
@@ -1667,6 +1678,7 @@ def create_repository(settings: Settings) -> Repository:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             pool_timeout=10,
+            connect_args={"server_settings": name or server_settings(url)},
         )
     return Repository(
         engine, raw_url=settings.database_url, pool_size=settings.db_pool_size, message_actions=settings.message_actions
