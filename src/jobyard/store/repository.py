@@ -423,7 +423,9 @@ class Repository:
                     # the hot path never changes session state, so that round trip is pure cost.
                     reset=_keep_session,
                     timeout=10,
-                    server_settings=server_settings(self._raw_url),
+                    # Every hot-path statement addresses rows by key: a sequential scan is never the plan we want,
+                    # and one chosen while a table was tiny stayed cached as the table grew (see queries.py).
+                    server_settings={"enable_seqscan": "off", **server_settings(self._raw_url)},
                 )
             return self._pool
 
