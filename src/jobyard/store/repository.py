@@ -411,23 +411,40 @@ class Repository:
     async def _driver_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn(),
-                    min_size=1,
-                    max_size=self._pool_size,
-                    # Connections are kept once opened (see ``warm``): closing idle ones after asyncpg's default
-                    # five minutes made the next burst wait for connects again.
-                    max_inactive_connection_lifetime=0,
-                    init=_init_driver_connection,
-                    # asyncpg resets a connection on every release with a round trip (UNLISTEN, RESET ALL, ...);
-                    # the hot path never changes session state, so that round trip is pure cost.
-                    reset=_keep_session,
-                    timeout=10,
-                    # Every hot-path statement addresses rows by key: a sequential scan is never the plan we want,
-                    # and one chosen while a table was tiny stayed cached as the table grew (see queries.py).
-                    server_settings={"enable_seqscan": "off", **server_settings(self._raw_url)},
-                )
+                # Every hot-path statement addresses rows by key: a sequential scan is never the plan we want, and
+                # one chosen while a table was tiny stayed cached on the connection as the table grew (queries.py).
+                settings = {"enable_seqscan": "off", **server_settings(self._raw_url)}
+                try:
+                    self._pool = await self._create_driver_pool(settings)
+                except asyncpg.PostgresError as exc:
+                    # PgBouncer refuses start-up parameters it does not know (unless they are listed in its
+                    # ignore_startup_parameters): go on without this one rather than not at all.
+                    if "unsupported startup parameter" not in str(exc):
+                        raise
+                    log.warning(
+                        "the database (a pooler?) refused enable_seqscan as a start-up parameter (%s); the hot path "
+                        "runs without it, so its plans rely on the tables' statistics being current (autovacuum)",
+                        exc,
+                    )
+                    del settings["enable_seqscan"]
+                    self._pool = await self._create_driver_pool(settings)
             return self._pool
+
+    async def _create_driver_pool(self, settings: dict[str, str]) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self._dsn(),
+            min_size=1,
+            max_size=self._pool_size,
+            # Connections are kept once opened (see ``warm``): closing idle ones after asyncpg's default five
+            # minutes made the next burst wait for connects again.
+            max_inactive_connection_lifetime=0,
+            init=_init_driver_connection,
+            # asyncpg resets a connection on every release with a round trip (UNLISTEN, RESET ALL, ...); the hot
+            # path never changes session state, so that round trip is pure cost.
+            reset=_keep_session,
+            timeout=10,
+            server_settings=settings,
+        )
 
     async def warm(self) -> None:
         """Open every connection of the hot-path pool now (the API does at start-up); best effort.
