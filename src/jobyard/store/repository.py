@@ -1132,7 +1132,7 @@ class Repository:
             return Leadership(None)
         import asyncpg
 
-        dsn = database_url_for_driver(self._raw_url).replace("postgresql+asyncpg://", "postgresql://")
+        dsn = self._dsn()
         key = int.from_bytes(hashlib.sha256(f"jobyard:leader:{name}".encode()).digest()[:8], "big", signed=True)
         try:
             conn = await asyncpg.connect(dsn, timeout=5, server_settings=server_settings(dsn))
