@@ -59,6 +59,32 @@ async def test_a_write_invalidates_every_copy_and_a_stale_fill_is_not_served(kv:
     listener.cancel()
 
 
+async def test_a_fill_that_races_a_write_keeps_no_local_copy(kv: KV) -> None:
+    source = {"v": b"old"}
+    api = Cache(kv, "t", local_ttl=60)  # the process that reads, and (in embedded mode) also writes
+
+    async def slow_stale_read() -> bytes:  # read the source, then lose the race to a write
+        value = source["v"]
+        await asyncio.sleep(0.1)
+        return value
+
+    async def read() -> bytes:
+        return source["v"]
+
+    racing = asyncio.create_task(api.get_or_set("job1", "k", slow_stale_read, 30))
+    await asyncio.sleep(0.02)
+    source["v"] = b"new"
+    await api.invalidate(["job1"])  # the write commits while the read is under way
+    assert await racing == b"old"
+    # The next read must not be served the racing read's value from the local copy for the next minute.
+    assert await api.get_or_set("job1", "k", read, 30) == b"new"
+    # Another group's drop does not stop a later read of job1 from being kept locally.
+    assert await api.get_or_set("job1", "k", read, 30) == b"new"
+    await api.invalidate(["job2"])
+    source["v"] = b"newer, but job1 was not invalidated"
+    assert await api.get_or_set("job1", "k", read, 30) == b"new"
+
+
 async def test_the_user_cache_stores_json_with_a_ttl(kv: KV) -> None:
     cache = UserCache(kv)
     fetched: list[int] = []

@@ -3,7 +3,8 @@
 A value is stored as ``{generation}:{bytes}`` where the generation is the one read *before* computing it.
 Every write bumps its group's generation (e.g. one job), so a value computed from data older than the last
 write never counts as a hit, even if it was stored after the invalidation. Each process also keeps a short-lived
-local copy, dropped when the bump is announced on pub/sub. If Redis is down, reads go to the source.
+local copy, dropped when the bump is announced on pub/sub; a read that was under way when its group was dropped
+does not keep a local copy (it may hold data from before the write). If Redis is down, reads go to the source.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class Cache:
         self.wait_for_fill = wait_for_fill
         self.stats = CacheStats()
         self._local: dict[str, tuple[str, bytes, float]] = {}  # key → (group, value, expires)
+        # Local drops are numbered: a read remembers the number it started at, and keeps no local copy if its group
+        # (or everything) was dropped since; otherwise a read racing a write could keep the old value for local_ttl.
+        self._drops = 0
+        self._dropped: dict[str, int] = {}  # group → number of its latest drop (bounded, see _mark_dropped)
+        self._all_dropped = 0
         self._pending: set[str] = set()  # generation bumps that could not reach Redis yet
 
     async def get_or_set(self, group: str, key: str, compute: Callable[[], Awaitable[bytes]], ttl: float) -> bytes:
@@ -58,6 +64,7 @@ class Cache:
         if local is not None and local[2] > time.monotonic():
             self.stats.local_hits += 1
             return local[1]
+        started = self._drops
         value_key, gen_key = keys.cache_value(self.namespace, key), keys.cache_generation(self.namespace, group)
         try:
             raw, gen = await self.kv.get_many([value_key, gen_key])
@@ -69,10 +76,10 @@ class Cache:
             stored_gen, _, value = raw.partition(b":")
             if stored_gen.decode() == generation:
                 self.stats.hits += 1
-                self._remember(group, key, value)
+                self._remember(group, key, value, started)
                 return value
         self.stats.misses += 1
-        return await self._fill(group, key, value_key, gen_key, generation, compute, ttl)
+        return await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started)
 
     async def _fill(
         self,
@@ -83,6 +90,7 @@ class Cache:
         generation: str,
         compute: Callable[[], Awaitable[bytes]],
         ttl: float,
+        started: int,
     ) -> bytes:
         token = uuid.uuid4().hex.encode()
         fill_key = keys.cache_fill(self.namespace, key)
@@ -102,15 +110,16 @@ class Cache:
         except KVError:
             self.stats.bypassed += 1
             return await compute()
-        self._remember(group, key, value)
+        self._remember(group, key, value, started)
         return value
 
-    def _remember(self, group: str, key: str, value: bytes) -> None:
-        if self.local_ttl > 0:
-            self._local[key] = (group, value, time.monotonic() + self.local_ttl)
-            if len(self._local) > 10_000:  # bounded: drop the oldest half
-                for old in list(self._local)[:5_000]:
-                    self._local.pop(old, None)
+    def _remember(self, group: str, key: str, value: bytes, started: int) -> None:
+        if self.local_ttl <= 0 or self._all_dropped > started or self._dropped.get(group, 0) > started:
+            return  # no local copy, or the group was dropped while this value was being read
+        self._local[key] = (group, value, time.monotonic() + self.local_ttl)
+        if len(self._local) > 10_000:  # bounded: drop the oldest half
+            for old in list(self._local)[:5_000]:
+                self._local.pop(old, None)
 
     async def invalidate(self, groups: Sequence[str]) -> None:
         """After a write commits: bump each group's generation and tell every process to drop local copies."""
@@ -148,9 +157,18 @@ class Cache:
         log.debug("cache invalidation deferred (%s): %d groups pending", exc, len(self._pending))
 
     def drop_all_local(self) -> None:
+        self._drops += 1
+        self._all_dropped = self._drops
+        self._dropped.clear()
         self._local.clear()
 
     def drop_local(self, groups: Sequence[str]) -> None:
+        self._drops += 1
+        if len(self._dropped) > 10_000:  # bounded: forgetting the groups means no read under way keeps a copy
+            self._dropped.clear()
+            self._all_dropped = self._drops
+        for group in groups:
+            self._dropped[group] = self._drops
         wanted = set(groups)
         for key, (group, _, _) in list(self._local.items()):
             if group in wanted:
