@@ -188,10 +188,7 @@ class ActionContext:
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.worker_id = worker_id
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"jobyard.action.{type_}"),
-            {"job_id": str(job_id), "action_id": str(action_id), "attempt": attempt},
-        )
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None  # built on first use: most never log
         self._on_progress = on_progress
         self._lock_factory = lock
         #: The shared user cache: ``await ctx.cache.get_or_set(key, fn, ttl)``.
@@ -203,7 +200,19 @@ class ActionContext:
         self.lease_lost = False
         self.soft_timed_out = False
         self.thread_id: int | None = None  # set while a sync handler runs, to interrupt it
-        self._cancelled = threading.Event()
+        # Set once, read from the handler's thread too: a plain attribute (the GIL makes both atomic), because a
+        # threading.Event per attempt cost a Condition and a lock for a flag that is almost never raised.
+        self._cancelled = False
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the job id, the action id and the attempt."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger(f"jobyard.action.{self.type}"),
+                {"job_id": str(self.job_id), "action_id": str(self.action_id), "attempt": self.attempt},
+            )
+        return self._logger
 
     @property
     def idempotency_key(self) -> str:
@@ -241,14 +250,14 @@ class ActionContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     def check_cancelled(self) -> None:
         """Raise ``ActionCancelled`` if the job was cancelled; call it between steps of long work."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise ActionCancelled(f"action {self.action_id} was cancelled")
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import ctypes
 import enum
+import functools
 import logging
 import os
 import random
@@ -53,10 +54,6 @@ class _Interrupt(enum.Enum):
     SHUTDOWN = "worker shutting down"
 
 
-class _HardTimeLimit(Exception):
-    """The attempt ran past its hard time limit and was abandoned."""
-
-
 class _Envelope:
     """One broker delivery and how many of its actions are still unsettled; acked when none are."""
 
@@ -71,6 +68,31 @@ class _Envelope:
 class _Intake:
     message: messages.ActionMessage
     envelope: _Envelope | None
+
+
+class _Attempt:
+    """One claimed action while it runs: its handler's task, the pending time-limit timer, and ``done``."""
+
+    __slots__ = ("action", "began", "ctx", "done", "envelope", "finished", "handler", "started", "timer")
+
+    def __init__(
+        self,
+        action: ClaimedAction,
+        ctx: ActionContext,
+        envelope: _Envelope | None,
+        done: asyncio.Future[None],
+        started: float,
+        began: float,
+    ) -> None:
+        self.action = action
+        self.ctx = ctx
+        self.envelope = envelope
+        self.done = done  # resolved once the outcome is handed to the completion loop (stop() waits on it)
+        self.started = started  # perf_counter, for the duration metric
+        self.began = began  # loop time, for the limits
+        self.handler: asyncio.Task[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = False
 
 
 @dataclass(slots=True)
@@ -117,8 +139,7 @@ class Worker:
         self._free = asyncio.Semaphore(self.concurrency)
         self._intake: asyncio.Queue[_Intake] = asyncio.Queue()
         self._finished: asyncio.Queue[_Finished] = asyncio.Queue()
-        self._running: dict[UUID, tuple[ClaimedAction, ActionContext, asyncio.Task[None]]] = {}
-        self._handlers: dict[UUID, asyncio.Future[Any]] = {}
+        self._running: dict[UUID, _Attempt] = {}
         self._claim_lock = asyncio.Lock()
         self.user_cache = UserCache(events.kv)
         self._progress_wakeup = asyncio.Event()
@@ -166,14 +187,14 @@ class Worker:
         # Work not yet claimed goes back with its delivery (already returned by the cancel above).
         while not self._intake.empty():
             self._intake.get_nowait()
-        running = [task for _, _, task in self._running.values()]
+        running = [attempt.done for attempt in self._running.values()]
         if running:
             log.info("worker %s: waiting up to %gs for %d running actions", self.worker_id, grace, len(running))
             _done, pending = await asyncio.wait(running, timeout=grace)
             if pending:
-                # Hand the rest back: each _run records a RELEASE outcome (queued again, attempt not counted).
-                for _, ctx, _ in list(self._running.values()):
-                    self._interrupt(ctx, _Interrupt.SHUTDOWN)
+                # Hand the rest back: each records a RELEASE outcome (queued again, the attempt not counted).
+                for attempt in list(self._running.values()):
+                    self._interrupt(attempt, _Interrupt.SHUTDOWN)
                 await asyncio.wait(pending, timeout=5.0)
         await self._drain_finished()
         await stop_tasks(self._tasks)
@@ -258,6 +279,13 @@ class Worker:
             await self._settle(item.envelope)
 
     def _launch(self, action: ClaimedAction, envelope: _Envelope | None) -> None:
+        """Start a claimed action's handler under its time limits; ``_finish`` records how it ended.
+
+        One task per attempt (the handler's own) and one timer: the limits and the outcome are callbacks, not a
+        second supervising task, because per action that bookkeeping cost about as much as a no-op handler.
+        """
+        assert self._loop is not None
+        loop = self._loop
         ctx = ActionContext(
             cache=self.user_cache,
             lock=self._lock,
@@ -270,8 +298,25 @@ class Worker:
             worker_id=self.worker_id,
             on_progress=self._progress_reported,
         )
-        task = asyncio.create_task(self._run(action, ctx, envelope))
-        self._running[action.id] = (action, ctx, task)
+        attempt = _Attempt(action, ctx, envelope, loop.create_future(), time.perf_counter(), loop.time())
+        self._running[action.id] = attempt
+        try:
+            definition = self.yard.get(action.type)
+        except UnknownActionType as exc:
+            log.error("unknown action type %r on worker %s: dead-lettered", action.type, self.worker_id)
+            error = f"UnknownActionType: {exc} (worker {self.worker_id})"
+            self._finish(attempt, self._failed_outcome(action, error), None)
+            return
+        # The handler's task (and a sync handler's thread) run in a context that names the action for the logs.
+        context = contextvars.copy_context()
+        context.run(bind_action, action.job_id, action.id)
+        attempt.handler = loop.create_task(self._call(definition, ctx, action.payload), context=context)
+        soft = definition.soft_timeout
+        if soft is not None and soft < action.timeout:
+            attempt.timer = loop.call_at(attempt.began + soft, self._soft_limit, attempt, soft)
+        else:
+            attempt.timer = loop.call_at(attempt.began + action.timeout, self._hard_limit, attempt)
+        attempt.handler.add_done_callback(functools.partial(self._handler_done, attempt), context=context)
 
     def _lock(self, name: str, *, ttl: float, wait: float) -> Lock:
         return Lock(self.events.kv, self.repo, name, ttl=ttl, wait=wait)
@@ -282,36 +327,44 @@ class Worker:
             self._loop.call_soon_threadsafe(self._progress_wakeup.set)
 
     # --- running ------------------------------------------------------------------------------------
-    async def _run(self, action: ClaimedAction, ctx: ActionContext, envelope: _Envelope | None) -> None:
-        bind_action(action.job_id, action.id)  # this task's log records carry the ids
-        started = time.perf_counter()
-        try:
-            outcome, result = await self._execute(action, ctx)
-        finally:
-            self._running.pop(action.id, None)
-            self._handlers.pop(action.id, None)
-            self._free.release()
-        if self.metrics is not None:
-            self.metrics.action_duration.labels(action.type, outcome.kind.value).observe(time.perf_counter() - started)
-        self._finished.put_nowait(_Finished(outcome, envelope, result, ctx, queue=action.queue))
+    def _soft_limit(self, attempt: _Attempt, soft: float) -> None:
+        """The soft limit: interrupt the handler so it can clean up; the hard limit still stands."""
+        assert attempt.handler is not None and self._loop is not None
+        if attempt.handler.done():
+            return
+        attempt.ctx.soft_timed_out = True
+        attempt.ctx.logger.warning("soft time limit of %gs reached: interrupting the handler", soft)
+        self._interrupt(attempt, _Interrupt.SOFT_TIMEOUT)
+        attempt.timer = self._loop.call_at(attempt.began + attempt.action.timeout, self._hard_limit, attempt)
 
-    async def _execute(self, action: ClaimedAction, ctx: ActionContext) -> tuple[Outcome, bytes | None]:
+    def _hard_limit(self, attempt: _Attempt) -> None:
+        """The hard limit: abandon the attempt (a sync handler's thread cannot be killed; its result is ignored)."""
+        assert attempt.handler is not None
+        if attempt.handler.done():
+            return  # it finished in this very turn: its own callback records it
+        attempt.handler.cancel()
+        action = attempt.action
+        error = f"ActionTimeout: attempt {action.attempt} exceeded its time limit of {action.timeout:g}s"
+        self._finish(attempt, self._error_outcome(action, error), None)
+
+    def _handler_done(self, attempt: _Attempt, handler: asyncio.Future[Any]) -> None:
+        if attempt.finished:
+            return  # abandoned at its hard limit: whatever it returned now is ignored
         try:
-            definition = self.yard.get(action.type)
-        except UnknownActionType as exc:
-            log.error("unknown action type %r on worker %s: dead-lettered", action.type, self.worker_id)
-            return self._failed_outcome(action, f"UnknownActionType: {exc} (worker {self.worker_id})"), None
-        handler = asyncio.ensure_future(self._call(definition, ctx, action.payload))
-        self._handlers[action.id] = handler
+            outcome, result = self._outcome_of(attempt, handler)
+        except Exception as exc:  # a bug here must not leak the slot nor leave stop() waiting for the attempt
+            log.exception("recording the outcome of action %s failed", attempt.action.id)
+            outcome, result = self._error_outcome(attempt.action, f"jobyard: {_describe(exc)}"), None
+        self._finish(attempt, outcome, result)
+
+    def _outcome_of(self, attempt: _Attempt, handler: asyncio.Future[Any]) -> tuple[Outcome, bytes | None]:
+        action, ctx = attempt.action, attempt.ctx
         try:
-            result = await self._supervise(handler, ctx, definition.soft_timeout, action.timeout)
+            result = handler.result()
             try:
                 encoded = jsonutil.dumps(result)  # once: for the check, the summary's size and the KV's copy
             except TypeError:
                 return self._failed_outcome(action, "TypeError: the handler returned a value that is not JSON"), None
-        except _HardTimeLimit:
-            error = f"ActionTimeout: attempt {action.attempt} exceeded its time limit of {action.timeout:g}s"
-            return self._error_outcome(action, error), None
         except PermanentFailure as exc:
             return self._failed_outcome(action, _describe(exc)), None
         except (ActionCancelled, ActionTimeout, asyncio.CancelledError) as exc:
@@ -322,29 +375,25 @@ class Worker:
         summary = summarize(result, encoded, self.settings.result_summary_bytes)
         return Outcome(action.id, action.attempt, OutcomeKind.SUCCEEDED, result_summary=summary), encoded
 
-    async def _supervise(
-        self, handler: asyncio.Future[Any], ctx: ActionContext, soft: float | None, hard: float
-    ) -> Any:
-        """Wait for the handler under its limits: at ``soft`` interrupt it, at ``hard`` abandon the attempt."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + hard
-        if soft is not None and soft < hard:
-            done, _ = await asyncio.wait({handler}, timeout=soft)
-            if not done:
-                ctx.soft_timed_out = True
-                ctx.logger.warning("soft time limit of %gs reached: interrupting the handler", soft)
-                self._interrupt(ctx, _Interrupt.SOFT_TIMEOUT)
-        done, _ = await asyncio.wait({handler}, timeout=max(0.0, deadline - loop.time()))
-        if not done:
-            # A sync handler's thread cannot be killed: it is abandoned and whatever it returns is ignored.
-            handler.cancel()
-            raise _HardTimeLimit
-        return handler.result()
+    def _finish(self, attempt: _Attempt, outcome: Outcome, result: bytes | None) -> None:
+        """The attempt is over: free its slot and hand its outcome to the completion loop."""
+        attempt.finished = True
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        action = attempt.action
+        if self._running.get(action.id) is attempt:  # not a later attempt of the same action (its lease lapsed)
+            del self._running[action.id]
+        self._free.release()
+        if self.metrics is not None:
+            elapsed = time.perf_counter() - attempt.started
+            self.metrics.action_duration.labels(action.type, outcome.kind.value).observe(elapsed)
+        self._finished.put_nowait(_Finished(outcome, attempt.envelope, result, attempt.ctx, queue=action.queue))
+        attempt.done.set_result(None)
 
-    def _interrupt(self, ctx: ActionContext, why: _Interrupt) -> None:
+    def _interrupt(self, attempt: _Attempt, why: _Interrupt) -> None:
         """Ask a running handler to stop: cancel its await (async) or raise in its thread (sync)."""
-        handler = self._handlers.get(ctx.action_id)
-        if handler is None or handler.done():
+        handler, ctx = attempt.handler, attempt.ctx
+        if handler is None or handler.done() or attempt.finished:
             return
         if ctx.thread_id is not None:
             exc_type = ActionTimeout if why is _Interrupt.SOFT_TIMEOUT else ActionCancelled
@@ -368,15 +417,14 @@ class Worker:
         """Cancellation requested for these actions: flag their context, interrupt them after a short grace."""
         count = 0
         for action_id in action_ids:
-            entry = self._running.get(action_id)
-            if entry is None or entry[1].cancelled:
+            attempt = self._running.get(action_id)
+            if attempt is None or attempt.ctx.cancelled:
                 continue
-            ctx = entry[1]
-            ctx.cancel()
+            attempt.ctx.cancel()
             count += 1
-            ctx.logger.info("cancellation requested; interrupting in %gs unless it stops first", CANCEL_GRACE)
+            attempt.ctx.logger.info("cancellation requested; interrupting in %gs unless it stops first", CANCEL_GRACE)
             if self._loop is not None:
-                self._loop.call_later(CANCEL_GRACE, self._interrupt, ctx, _Interrupt.CANCELLED)
+                self._loop.call_later(CANCEL_GRACE, self._interrupt, attempt, _Interrupt.CANCELLED)
         return count
 
     async def _call(self, definition: ActionDefinition, ctx: ActionContext, payload: Any) -> Any:
@@ -482,7 +530,7 @@ class Worker:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            held = [(a.id, a.attempt) for a, _, _ in self._running.values()]
+            held = [(r.action.id, r.action.attempt) for r in self._running.values()]
             if not held:
                 continue
             try:
@@ -492,7 +540,7 @@ class Worker:
                 continue
             for action_id, _attempt in held:
                 if action_id not in kept and action_id in self._running:
-                    _, ctx, _ = self._running[action_id]
+                    ctx = self._running[action_id].ctx
                     if not ctx.lease_lost:
                         ctx.lease_lost = True
                         ctx.logger.warning("lease lost: another worker may run this action; our result will be refused")
@@ -524,7 +572,7 @@ class Worker:
         running = [
             {"action_id": str(a.id), "job_id": str(a.job_id), "type": a.type, "attempt": a.attempt,
              "progress": ctx.progress_fraction}
-            for a, ctx, _ in list(self._running.values())[:50]
+            for a, ctx in [(r.action, r.ctx) for r in list(self._running.values())[:50]]
         ]  # fmt: skip
         return {
             "queues": list(self.queues),
@@ -539,10 +587,10 @@ class Worker:
             await self._progress_wakeup.wait()
             self._progress_wakeup.clear()
             updates = []
-            for action, ctx, _ in list(self._running.values()):
-                taken = ctx.take_progress()
+            for attempt in list(self._running.values()):
+                taken = attempt.ctx.take_progress()
                 if taken is not None:
-                    updates.append((action, *taken))
+                    updates.append((attempt.action, *taken))
             for action, fraction, message in updates:
                 try:
                     await self.repo.update_progress(action.id, action.attempt, fraction, message)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from jobyard.demo import yard as demo_yard
 from jobyard.errors import ActionTimeout
+from jobyard.logs import ContextFilter
 from jobyard.sdk import ActionContext, Yard
 from tests.harness import stack
 
@@ -108,6 +110,75 @@ async def test_soft_time_limit_interrupts_async_and_sync_handlers(make_settings:
     assert by_type["t.async_slow"]["result"] == "partial result after the soft limit"
     assert by_type["t.sync_slow"]["status"] == "failed" and "soft time limit" in by_type["t.sync_slow"]["error"]
     assert sorted(cleaned) == ["async", "sync"]
+
+
+async def test_the_hard_limit_abandons_a_handler_that_ignores_its_interruption(make_settings: Any) -> None:
+    """An async handler that swallows its cancellation is abandoned at the hard limit and its slot is freed."""
+    yard = Yard()
+    release = asyncio.Event()
+    interrupted: list[int] = []
+
+    @yard.action("t.stubborn", timeout=0.3, max_attempts=1)
+    async def stubborn(ctx: ActionContext, payload: Any) -> str:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                interrupted.append(1)
+        return "late, and ignored"
+
+    @yard.action("t.quick", max_attempts=1)
+    async def quick(ctx: ActionContext, payload: Any) -> str:
+        return "ran after the abandoned one"
+
+    try:
+        async with stack(make_settings(worker_concurrency=1), yard) as s:
+            job_id = await s.submit([{"type": "t.stubborn"}, {"type": "t.quick"}])
+            final = await s.wait(job_id)
+            release.set()
+            await asyncio.sleep(0.2)  # the abandoned handler returns now: its late result must change nothing
+            after = await s.status(job_id)
+    finally:
+        release.set()
+    by_type = {a["type"]: a for a in final["actions"]}
+    assert by_type["t.stubborn"]["status"] == "failed" and interrupted
+    assert "ActionTimeout" in by_type["t.stubborn"]["error"] and "0.3s" in by_type["t.stubborn"]["error"]
+    assert by_type["t.quick"]["status"] == "succeeded"  # with concurrency 1: the stubborn one's slot was freed
+    assert [a["status"] for a in after["actions"]] == [a["status"] for a in final["actions"]]
+
+
+async def test_handler_log_records_name_their_job_and_action(make_settings: Any) -> None:
+    """Records logged by a handler (async, or sync in its thread) carry the ids, with or without ``ctx.log``."""
+    yard = Yard()
+    user_log = logging.getLogger("tests.user_handler")
+
+    @yard.action("t.logs_async")
+    async def logs_async(ctx: ActionContext, payload: Any) -> None:
+        user_log.warning("async handler speaking")
+        ctx.log("async handler via ctx", level=logging.WARNING)
+
+    @yard.action("t.logs_sync")
+    def logs_sync(ctx: ActionContext, payload: Any) -> None:
+        user_log.warning("sync handler speaking")
+
+    records: list[logging.LogRecord] = []
+    collector = logging.Handler(logging.WARNING)
+    collector.addFilter(ContextFilter())
+    collector.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(collector)
+    try:
+        async with stack(make_settings(), yard) as s:
+            job_id = await s.submit([{"type": "t.logs_async"}, {"type": "t.logs_sync"}])
+            final = await s.wait(job_id)
+    finally:
+        logging.getLogger().removeHandler(collector)
+    ids = {a["type"]: a["id"] for a in final["actions"]}
+    seen = {r.getMessage(): (r.job_id, r.action_id) for r in records if "handler" in r.getMessage()}  # type: ignore[attr-defined]
+    assert seen == {
+        "async handler speaking": (job_id, ids["t.logs_async"]),
+        "async handler via ctx": (job_id, ids["t.logs_async"]),
+        "sync handler speaking": (job_id, ids["t.logs_sync"]),
+    }
 
 
 async def test_graceful_shutdown_hands_back_unfinished_actions_without_using_attempts(make_settings: Any) -> None:
