@@ -83,8 +83,8 @@ def _settle_heap() -> None:
     """Move everything alive now out of the garbage collector's sight: it lives as long as the process.
 
     Called before the event loop starts and again once a service has started (its pools, clients, compiled
-    statements and the modules it imported on the way). Otherwise every full collection walks all of that: a
-    pause of 50-120 ms each, 10-20 % of a busy worker's CPU in the benchmark (benchmarks/RESULTS.md).
+    statements and the modules it imported on the way). Otherwise every full collection walks all of that: pauses
+    of 55-160 ms in a busy worker or relay, against 0.5-11 ms once settled (benchmarks/RESULTS.md, "Latest").
     """
     gc.collect()
     gc.freeze()
