@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
 from jobyard import messages
-from jobyard.ids import uuid7
+from jobyard.ids import uuid7, uuid7_many
 
 
 def test_packed_actions_unpack_to_the_same_fields() -> None:
@@ -53,3 +54,17 @@ def test_uuid7_is_time_ordered_and_unique() -> None:
     ids = [uuid7() for _ in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000
     assert all(i.version == 7 for i in ids[:10])
+
+
+def test_uuid7_many_continues_the_same_order_as_uuid7() -> None:
+    ids = [uuid7()]
+    for size in (1, 10, 5000, 0, 3):  # 5000 at once overflows the 12-bit counter within one millisecond
+        ids += uuid7_many(size)
+        ids.append(uuid7())
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) == 5 + 5014 + 1
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    now_ms = time.time_ns() // 1_000_000
+    # The time field is the time, the milliseconds an overflowing batch borrows included.
+    assert all(abs((i.int >> 80) - now_ms) < 60_000 for i in ids)
+    randoms = {i.int & ((1 << 62) - 1) for i in uuid7_many(1000)}
+    assert len(randoms) == 1000  # each id has its own random bits, not a shared or repeated slice

@@ -27,7 +27,7 @@ from jobyard import config, jsonutil, messages
 from jobyard import domain_events as ev
 from jobyard.config import Settings
 from jobyard.errors import Conflict, NotFound, StoreError, StoreUnavailable
-from jobyard.ids import uuid7
+from jobyard.ids import uuid7, uuid7_many
 from jobyard.model import (
     ActionRecord,
     ActionSpecIn,
@@ -520,7 +520,7 @@ class Repository:
         this safe against concurrent submissions.
         """
         job_id = job_id or uuid7()
-        action_ids = [uuid7() for _ in actions]
+        action_ids = uuid7_many(len(actions))
         if connection is not None:
             handoff = None
         hold = handoff.hold if handoff is not None else 0.0
