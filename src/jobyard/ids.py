@@ -20,22 +20,7 @@ def uuid7() -> uuid.UUID:
 
     The counter makes ids created in the same millisecond by this process strictly increasing.
     """
-    global _last_ms, _counter
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
-        else:
-            _counter += 1
-            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
-        counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-    return uuid.UUID(int=value)
+    return uuid7_many(1)[0]
 
 
 def uuid7_many(count: int) -> list[uuid.UUID]:
@@ -47,20 +32,20 @@ def uuid7_many(count: int) -> list[uuid.UUID]:
     global _last_ms, _counter
     if count <= 0:
         return []
-    noise = os.urandom(8 * count + 2)
-    counters: list[tuple[int, int]] = []
+    noise = os.urandom(8 * count + 2)  # 8 random bytes per id, then 2 to start a new millisecond's counter
+    stamps: list[tuple[int, int]] = []
     with _lock:
         now = time.time_ns() // 1_000_000
         for _ in range(count):
             if now > _last_ms:
                 _last_ms = now
-                _counter = int.from_bytes(noise[-2:], "big") & 0x3FF
+                _counter = int.from_bytes(noise[-2:], "big") & 0x3FF  # leave room to count up
             else:
                 _counter += 1
-                if _counter > 0xFFF:
+                if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
                     _last_ms += 1
                     _counter = 0
-            counters.append((_last_ms, _counter))
+            stamps.append((_last_ms, _counter))
     low = (1 << 62) - 1
     return [
         uuid.UUID(
@@ -70,5 +55,5 @@ def uuid7_many(count: int) -> list[uuid.UUID]:
             | 0b10 << 62
             | int.from_bytes(noise[8 * i : 8 * i + 8], "big") & low
         )
-        for i, (ms, counter) in enumerate(counters)
+        for i, (ms, counter) in enumerate(stamps)
     ]
