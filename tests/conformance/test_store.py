@@ -62,6 +62,47 @@ async def test_a_jobs_actions_are_packed_per_queue_up_to_the_limit(repo: Reposit
     assert sorted(i for r in rows for i in action_ids(r)) == sorted(one_each)
 
 
+async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_audit(repo: Repository) -> None:
+    from jobyard.errors import StoreError
+    from jobyard.model import AuditEntry
+
+    async def submit(i: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
+        job, ids = await repo.create_job(
+            tenant_id=f"t{i % 2}", name=f"job-{i}", metadata={"i": i}, actions=specs(i % 3 + 1),
+            audit=AuditEntry(f"t{i % 2}", "job.submitted", f"client-{i}") if i % 4 else None,
+        )  # fmt: skip
+        assert job.name == f"job-{i}" and job.metadata == {"i": i} and job.total == i % 3 + 1
+        return job.id, ids
+
+    runs_before = repo.job_inserts.runs
+    made = await asyncio.gather(*(submit(i) for i in range(12)))
+    for i, (job_id, ids) in enumerate(made):
+        found = await repo.get_job_with_actions(f"t{i % 2}", job_id)
+        assert found is not None
+        job, actions = found
+        assert job.name == f"job-{i}" and [a.id for a in actions] == ids
+        assert [a.seq for a in actions] == list(range(len(ids)))
+    sent = {}
+    for row in await drain_outbox(repo):
+        body = row.body if messages.is_packed(row.body) else messages.pack([row.body])
+        sent.update({m.id: (m.job_id, m.payload) for m in messages.unpack(body)})
+    assert sent == {a: (job_id, {"n": n}) for job_id, ids in made for n, a in enumerate(ids)}
+    audited = [line.actor for t in ("t0", "t1") for line in await repo.list_audit(t)]
+    assert sorted(audited) == sorted(f"client-{i}" for i in range(12) if i % 4)
+    if repo.dialect == "postgresql":  # the hot path writes submissions that arrive together in one statement
+        assert repo.job_inserts.runs - runs_before < 12
+
+        # one that cannot be stored fails alone; the ones written with it are stored
+        async def bad() -> None:
+            await repo.create_job(tenant_id="x" * 100, name=None, metadata={}, actions=specs(1))  # too long a tenant
+
+        results = await asyncio.gather(bad(), submit(20), bad(), submit(21), return_exceptions=True)
+        assert isinstance(results[0], StoreError) and isinstance(results[2], StoreError)
+        for result in (results[1], results[3]):
+            assert not isinstance(result, BaseException)
+            assert await repo.get_job("t0", result[0]) is not None or await repo.get_job("t1", result[0]) is not None
+
+
 async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:
     await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
 

@@ -45,3 +45,17 @@ def test_the_submit_path_breakdown_runs_and_reports_each_leg() -> None:
     # the legs are consecutive spans of one path: each at least 0 and none longer than the whole
     assert all(result[leg]["p50"] >= 0 for leg in LEGS[:3])
     assert result["submit → start"]["p99"] >= max(result[leg]["p50"] for leg in LEGS[:3])
+
+
+def test_the_group_commit_benchmark_writes_every_job_in_every_mode() -> None:
+    import asyncio
+
+    from benchmarks.group_commit import measure, parse_args
+
+    services.require("postgresql")
+    args = parse_args(["--jobs", "20", "--actions", "3", "--groups", "1,4", "--rounds", "1"])
+    args.pg_url, args.db_prefix = services.PG_ADMIN_URL, f"{services.PG_DB_PREFIX}_bench"
+    result = asyncio.run(measure(args))
+    assert result["stored"] == {"jobs": 240, "actions": 720}  # the warm-up's 200 and 20 per mode
+    assert list(result["modes"]) == ["alone", "grouped by 4"]
+    assert all(m[0]["jobs_per_s"] > 0 and m[0]["postgresql_cpu_us_per_job"] >= 0 for m in result["modes"].values())

@@ -738,43 +738,54 @@ PG_NOTIFY_OUTBOX = select(func.pg_notify("jobyard_outbox", ""))
 # ``enable_seqscan = off`` (see ``Repository._driver_pool``).
 # jsonb parameters are bound as JSON text (the engine's jsonb codec takes text); the codec decodes results.
 
-PG_CREATE_JOB = """
-WITH new_job AS (
+# Jobs as parallel arrays, one element per job ($1-$10: id, tenant, name, metadata JSON, total, webhook URL, and
+# the audit row's actor, key id, details JSON, action; no audit row where the actor is NULL), their actions as
+# parallel arrays tagged with their job ($11-$20), the outbox rows ($21-$23), the hold ($24). One statement and
+# one commit for all of them (store/batching.py); the first job's row carries every outbox row id.
+PG_CREATE_JOBS = """
+WITH job_in AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
+                         $8::uuid[], $9::text[], $10::text[])
+         AS j(id, tenant_id, name, metadata, total, webhook_url, actor, actor_key_id, details, audit_action)
+), new_jobs AS (
     INSERT INTO jobyard_jobs (id, tenant_id, name, metadata, status, total, succeeded, failed, cancelled,
                               created_at, updated_at, webhook_url)
-    VALUES ($1, $2, $3, $4::jsonb, 'pending', cardinality($5::uuid[]), 0, 0, 0,
-            statement_timestamp(), statement_timestamp(), $14)
+    SELECT j.id, j.tenant_id, j.name, j.metadata::jsonb, 'pending', j.total, 0, 0, 0,
+           statement_timestamp(), statement_timestamp(), j.webhook_url
+    FROM job_in j
     RETURNING id, tenant_id, name, metadata, status, total, succeeded, failed, cancelled,
               created_at, started_at, finished_at
 ), new_actions AS (
     INSERT INTO jobyard_actions (id, job_id, seq, type, queue, payload, status, attempt, max_attempts, timeout,
                                  progress, concurrency_key, concurrency_limit, available_at, created_at, updated_at)
-    SELECT a.id, $1, a.seq - 1, a.type, a.queue, a.payload::jsonb, 'queued', 0, a.max_attempts, a.timeout,
+    SELECT a.id, a.job_id, a.seq, a.type, a.queue, a.payload::jsonb, 'queued', 0, a.max_attempts, a.timeout,
            0, a.concurrency_key, a.concurrency_limit, statement_timestamp(), statement_timestamp(),
            statement_timestamp()
-    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::int[], $10::float8[], $12::text[], $13::int[])
-         WITH ORDINALITY AS a(id, type, queue, payload, max_attempts, timeout, concurrency_key, concurrency_limit, seq)
+    FROM unnest($11::uuid[], $12::uuid[], $13::int[], $14::text[], $15::text[], $16::text[], $17::int[],
+                $18::float8[], $19::text[], $20::int[])
+         AS a(job_id, id, seq, type, queue, payload, max_attempts, timeout, concurrency_key, concurrency_limit)
 ), new_outbox AS (
-    -- one row per message: $11 bodies (a packed message or one action), $19 their first action ids, $20 queues
-    -- held back from the relay for $21 seconds when the API process publishes them itself (the handoff)
+    -- one row per message: $23 bodies (a packed message or one action), $21 their first action ids, $22 queues
+    -- held back from the relay for $24 seconds when the API process publishes them itself (the handoff)
     INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
-    SELECT o.action_id, o.queue, o.body, statement_timestamp() + make_interval(secs => $21::float8)
-    FROM unnest($19::uuid[], $20::text[], $11::bytea[]) AS o(action_id, queue, body)
+    SELECT o.action_id, o.queue, o.body, statement_timestamp() + make_interval(secs => $24::float8)
+    FROM unnest($21::uuid[], $22::text[], $23::bytea[]) AS o(action_id, queue, body)
     RETURNING id
-), new_event AS (
+), new_events AS (
     INSERT INTO jobyard_events (event_id, type, tenant_id, job_id, data, created_at)
     SELECT gen_random_uuid(), 'job.created', j.tenant_id, j.id,
            jsonb_build_object('job_id', j.id, 'name', j.name, 'status', j.status, 'total', j.total), j.created_at
-    FROM new_job j
+    FROM new_jobs j
 ), new_audit AS (
-    -- who submitted it ($15 actor, $16 their key, $17 details, $18 the audit action); no row when $15 is NULL
     INSERT INTO jobyard_audit (tenant_id, at, actor_key_id, actor, action, target, details)
-    SELECT $2, statement_timestamp(), $16::uuid, $15::text, $18::text, $1::text, $17::jsonb
-    WHERE $15::text IS NOT NULL
+    SELECT j.tenant_id, statement_timestamp(), j.actor_key_id, j.actor, j.audit_action, j.id::text, j.details::jsonb
+    FROM job_in j WHERE j.actor IS NOT NULL
 )
-SELECT new_job.*, ARRAY(SELECT id FROM new_outbox) AS outbox_ids,
-       (CASE WHEN $21::float8 = 0 THEN pg_notify('jobyard_outbox', '') END) IS NULL AS quiet
-FROM new_job
+SELECT new_jobs.*,
+       CASE WHEN new_jobs.id = ($1::uuid[])[1] THEN ARRAY(SELECT id FROM new_outbox) END AS outbox_ids,
+       CASE WHEN new_jobs.id = ($1::uuid[])[1] AND $24::float8 = 0
+            THEN pg_notify('jobyard_outbox', '') END AS woke_relay
+FROM new_jobs
 """
 
 PG_CLAIM_ACTIONS = """

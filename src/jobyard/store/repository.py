@@ -44,11 +44,31 @@ from jobyard.model import (
 )
 from jobyard.schedules import ScheduleRecord
 from jobyard.store import queries as q
+from jobyard.store.batching import Coalescer
 from jobyard.store.dbtime import db_now
 
 log = logging.getLogger("jobyard.store")
 
 OUTBOX_CHANNEL = "jobyard_outbox"
+
+
+# Actions per multi-job insert: a burst of large jobs goes in several statements rather than one huge one.
+_MAX_ACTIONS_PER_INSERT = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class _NewJob:
+    """A submission on its way into PostgreSQL's multi-job insert (``Repository._insert_jobs_pg``)."""
+
+    tenant_id: str
+    name: str | None
+    metadata: dict[str, Any]
+    actions: Sequence[ActionSpecIn]
+    job_id: UUID
+    action_ids: list[UUID]
+    webhook_url: str | None
+    audit: AuditEntry | None
+    outbox: list[tuple[UUID, str, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,9 +397,17 @@ class Repository:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        # Submissions that arrive while one is being written are written together (store/batching.py).
+        self.job_inserts: Coalescer[_NewJob, JobRecord] = Coalescer(
+            self._insert_jobs_pg,
+            size=lambda job: len(job.actions),
+            max_weight=_MAX_ACTIONS_PER_INSERT,
+            alone=lambda exc: not isinstance(exc, StoreUnavailable),
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def close(self) -> None:
+        await self.job_inserts.drain()
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pool.close(), 5)
@@ -526,11 +554,8 @@ class Repository:
         hold = handoff.hold if handoff is not None else 0.0
         outbox = self._outbox_bodies(job_id, action_ids, actions)
         if self._fast and connection is None and not dedup:
-            job, held = await self._create_job_pg(
-                tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox, hold
-            )
-            self._hand_over(handoff, held, outbox)
-            return job, action_ids
+            new = _NewJob(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox)
+            return await self.job_inserts.submit(handoff, new), action_ids
         job_row = {
             "id": job_id,
             "tenant_id": tenant_id,
@@ -659,61 +684,58 @@ class Repository:
             out.append((action_ids[group[0]], actions[group[0]].queue, body))
         return out
 
-    async def _create_job_pg(
-        self,
-        tenant_id: str,
-        name: str | None,
-        metadata: dict[str, Any],
-        actions: Sequence[ActionSpecIn],
-        job_id: UUID,
-        action_ids: list[UUID],
-        webhook_url: str | None,
-        audit: AuditEntry | None,
-        outbox: list[tuple[UUID, str, bytes]],
-        hold: float,
-    ) -> tuple[JobRecord, list[int]]:
-        """The job, its actions, their outbox rows and the relay's wake-up in one statement: one round trip.
+    async def _insert_jobs_pg(self, handoff: Any, jobs: Sequence[_NewJob]) -> list[JobRecord]:
+        """Jobs, their actions, outbox rows, events and audit rows in one statement (one round trip, one commit).
 
-        Returns the job and its outbox rows' ids. Rows held back (``hold`` > 0) do not wake the relay.
+        ``handoff`` is the key the submissions were grouped by: the outbox rows are held back from the relay for
+        its ``hold`` and offered to it once committed; without one (``None``) the relay is woken.
         """
-        types, queues, payloads, attempts, timeouts = [], [], [], [], []
-        concurrency_keys: list[str | None] = []
-        concurrency_limits: list[int] = []
-        for spec in actions:
-            types.append(spec.type)
-            queues.append(spec.queue)
-            payloads.append(jsonutil.dumps_str(spec.payload))
-            attempts.append(spec.max_attempts)
-            timeouts.append(float(spec.timeout))
-            concurrency_keys.append(spec.concurrency_key)
-            concurrency_limits.append(spec.concurrency_limit)
+        hold = handoff.hold if handoff is not None else 0.0
+        job_args: list[list[Any]] = [[] for _ in range(10)]
+        action_args: list[list[Any]] = [[] for _ in range(10)]
+        outbox_args: list[list[Any]] = [[], [], []]
+        for job in jobs:
+            audit = job.audit
+            for column, value in zip(
+                job_args,
+                (
+                    job.job_id,
+                    job.tenant_id,
+                    job.name,
+                    jsonutil.dumps_str(job.metadata),
+                    len(job.actions),
+                    job.webhook_url,
+                    audit.actor[:200] if audit is not None else None,
+                    audit.actor_key_id if audit is not None else None,
+                    jsonutil.dumps_str(audit.details) if audit is not None and audit.details is not None else None,
+                    audit.action if audit is not None else None,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+            job_ids, ids, seqs, types, queues, payloads, attempts, timeouts, keys, limits = action_args
+            for seq, (action_id, spec) in enumerate(zip(job.action_ids, job.actions, strict=True)):
+                job_ids.append(job.job_id)
+                ids.append(action_id)
+                seqs.append(seq)
+                types.append(spec.type)
+                queues.append(spec.queue)
+                payloads.append(jsonutil.dumps_str(spec.payload))
+                attempts.append(spec.max_attempts)
+                timeouts.append(float(spec.timeout))
+                keys.append(spec.concurrency_key)
+                limits.append(spec.concurrency_limit)
+            for first, queue, body in job.outbox:
+                outbox_args[0].append(first)
+                outbox_args[1].append(queue)
+                outbox_args[2].append(body)
         async with self._driver() as db:
-            row = await db.fetchrow(
-                q.PG_CREATE_JOB,
-                job_id,
-                tenant_id,
-                name,
-                jsonutil.dumps_str(metadata),
-                action_ids,
-                types,
-                queues,
-                payloads,
-                attempts,
-                timeouts,
-                [body for _, _, body in outbox],
-                concurrency_keys,
-                concurrency_limits,
-                webhook_url,
-                audit.actor[:200] if audit is not None else None,
-                audit.actor_key_id if audit is not None else None,
-                jsonutil.dumps_str(audit.details) if audit is not None and audit.details is not None else None,
-                audit.action if audit is not None else None,
-                [first for first, _, _ in outbox],
-                [queue for _, queue, _ in outbox],
-                hold,
-            )
-        assert row is not None
-        return _job_pg(row), list(row["outbox_ids"])
+            rows = await db.fetch(q.PG_CREATE_JOBS, *job_args, *action_args, *outbox_args, hold)
+        by_id = {row["id"]: row for row in rows}
+        records = [_job_pg(by_id[job.job_id]) for job in jobs]
+        held = next((list(row["outbox_ids"]) for row in rows if row["outbox_ids"] is not None), [])
+        self._hand_over(handoff, held, [row for job in jobs for row in job.outbox])
+        return records
 
     # --- relay --------------------------------------------------------------------------------------
     async def publish_outbox(self, limit: int, publish: Callable[[list[OutboxRow]], Awaitable[None]]) -> int:
