@@ -70,11 +70,13 @@ class ApiCollector(Collector):
         queue_depths: Callable[[], dict[str, int]],
         cache_stats: Callable[[], Any],
         rate_limited: Callable[[], dict[str, int]],
+        submissions: Callable[[], dict[str, int]] = dict,
     ) -> None:
         self._read_store = read_store
         self._queue_depths = queue_depths
         self._cache_stats = cache_stats
         self._rate_limited = rate_limited
+        self._submissions = submissions
         self.snapshot: dict[str, Any] = {}
 
     async def refresh(self) -> None:
@@ -118,6 +120,26 @@ class ApiCollector(Collector):
         for group, count in sorted(self._rate_limited().items()):
             limited.add_metric([group], count)
         yield limited
+        written = self._submissions()
+        if "statements" in written:
+            yield CounterMetricFamily(
+                "jobyard_submit_statements",
+                "Statements that stored submitted jobs, several at once under load (PostgreSQL; submissions with a "
+                "deduplication key go one by one and are not counted)",
+                value=written["statements"],
+            )
+            yield CounterMetricFamily(
+                "jobyard_submit_statement_jobs", "Jobs stored by those statements", value=written["jobs"]
+            )
+        if "handoff_published" in written:
+            handoff = CounterMetricFamily(
+                "jobyard_handoff_messages",
+                "Messages of new jobs the API published itself, or left to the relay (broker refused or unreachable)",
+                labels=["outcome"],
+            )
+            handoff.add_metric(["published"], written["handoff_published"])
+            handoff.add_metric(["left_to_relay"], written["handoff_left"])
+            yield handoff
 
 
 def _gauge(name: str, documentation: str, label: str, values: dict[str, int] | Iterable[tuple[str, int]]) -> Metric:

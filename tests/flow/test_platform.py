@@ -218,7 +218,13 @@ async def test_metrics_expose_store_queue_cache_and_rate_limit_figures(make_sett
         await s.http.get(f"/api/jobs/{job_id}")
         await asyncio.sleep(0.2)
         text = (await s.http.get("/metrics")).text
+        on_postgresql = s.runtime.repo.dialect == "postgresql"
+    if on_postgresql:  # the grouped submit statements: one job, one statement
+        assert "jobyard_submit_statements_total 1.0" in text and "jobyard_submit_statement_jobs_total 1.0" in text
+    else:
+        assert "jobyard_submit_statements" not in text  # SQLite stores each submission on its own
     for name in (
+        'jobyard_handoff_messages_total{outcome="published"} 1.0',
         'jobyard_jobs{status="succeeded"} 1.0',
         "jobyard_outbox_rows",
         "jobyard_outbox_lag_seconds",

@@ -91,6 +91,7 @@ async def test_one_bad_item_fails_alone_and_an_outage_fails_the_whole_run() -> N
     results = await asyncio.gather(first, *rest, return_exceptions=True)
     assert results[:2] == ["k:1", "k:2"] and isinstance(results[2], ValueError) and results[3] == "k:4"
     assert statement.runs[1:] == [("k", [2, 3, 4]), ("k", [2]), ("k", [3]), ("k", [4])]
+    assert (batches.runs, batches.items) == (3, 3)  # only what was written counts: 1, then 2 and 4 alone
 
     statement.runs.clear()
     statement.outage = True

@@ -98,6 +98,7 @@ def create_app(
         lambda: dict(sampler.history[-1]["depth"]) if sampler.history else {},
         lambda: rt.cache.stats,
         lambda: dict(rt.rate_limiter.refused),
+        lambda: _submission_counts(rt),
     )
     rt.metrics.registry.register(collector)
     refresher = Refresher(collector, settings.metrics_interval)
@@ -320,6 +321,16 @@ async def _store_gauges(rt: Runtime) -> dict[str, Any]:
         for name, (rows, oldest) in (await rt.repo.backlogs()).items()
     }
     return {**counts, "backlogs": backlogs}
+
+
+def _submission_counts(rt: Runtime) -> dict[str, int]:
+    """Counters of this process's submission path: the grouped statements (PostgreSQL) and the handoff."""
+    out: dict[str, int] = {}
+    if rt.repo.dialect == "postgresql":
+        out.update(statements=rt.repo.job_inserts.runs, jobs=rt.repo.job_inserts.items)
+    if rt.handoff is not None:
+        out.update(handoff_published=rt.handoff.published, handoff_left=rt.handoff.left)
+    return out
 
 
 def _install_health(app: FastAPI) -> None:

@@ -47,7 +47,7 @@ class Coalescer(Generic[Item, Result]):
         self._busy = False  # a run is in flight: new calls wait for the next one
         self._waiting: list[tuple[object, Item, asyncio.Future[Result]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.runs = 0  # statements run: with ``items`` below, the batch size achieved
+        self.runs = 0  # runs that succeeded, and the items they carried: the batch size achieved
         self.items = 0
 
     async def submit(self, key: object, item: Item) -> Result:
@@ -57,9 +57,10 @@ class Coalescer(Generic[Item, Result]):
             return await future
         self._busy = True
         try:
+            result = (await self._run(key, [item]))[0]
             self.runs += 1
             self.items += 1
-            return (await self._run(key, [item]))[0]
+            return result
         finally:
             self._next()
 
@@ -104,8 +105,6 @@ class Coalescer(Generic[Item, Result]):
             self._next()
 
     async def _run_batch(self, key: object, taken: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        self.runs += 1
-        self.items += len(taken)
         try:
             results = await self._run(key, [item for item, _ in taken])
         except asyncio.CancelledError:  # stopped mid-run: its callers must not wait forever
@@ -122,6 +121,8 @@ class Coalescer(Generic[Item, Result]):
                 if not future.done():
                     future.set_exception(exc)
             return
+        self.runs += 1
+        self.items += len(taken)
         for (_, future), result in zip(taken, results, strict=True):
             if not future.done():
                 future.set_result(result)
