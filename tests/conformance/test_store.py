@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,14 @@ async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_
     assert sent == {a: (job_id, {"n": n}) for job_id, ids in made for n, a in enumerate(ids)}
     audited = [line.actor for t in ("t0", "t1") for line in await repo.list_audit(t)]
     assert sorted(audited) == sorted(f"client-{i}" for i in range(12) if i % 4)
+    created: list[tuple[str, uuid.UUID, str]] = []
+
+    async def publish(rows: list[Any]) -> None:
+        created.extend((r.type, r.job_id, r.tenant_id) for r in rows)
+
+    while await repo.dispatch_events(100, publish):
+        pass
+    assert sorted(created) == sorted(("job.created", job_id, f"t{i % 2}") for i, (job_id, _) in enumerate(made))
     if repo.dialect == "postgresql":  # the hot path writes submissions that arrive together in one statement
         assert repo.job_inserts.runs - runs_before < 12
 
