@@ -63,7 +63,9 @@ async def test_a_jobs_actions_are_packed_per_queue_up_to_the_limit(repo: Reposit
     assert sorted(i for r in rows for i in action_ids(r)) == sorted(one_each)
 
 
-async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_audit(repo: Repository) -> None:
+async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_audit(
+    repo: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
     from jobyard.errors import StoreError
     from jobyard.model import AuditEntry
 
@@ -105,7 +107,9 @@ async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_
         async def bad() -> None:
             await repo.create_job(tenant_id="x" * 100, name=None, metadata={}, actions=specs(1))  # too long a tenant
 
-        results = await asyncio.gather(bad(), submit(20), bad(), submit(21), return_exceptions=True)
+        with caplog.at_level("INFO", logger="jobyard.store"):
+            results = await asyncio.gather(bad(), submit(20), bad(), submit(21), return_exceptions=True)
+        assert "a batch of 3 submissions failed" in caplog.text  # the last three went together, then one by one
         assert isinstance(results[0], StoreError) and isinstance(results[2], StoreError)
         for result in (results[1], results[3]):
             assert not isinstance(result, BaseException)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -21,6 +22,20 @@ async def test_the_api_publishes_a_new_jobs_messages_itself_and_deletes_their_ou
     assert handoff.published == 2 and handoff.left == 0
     assert s.relay.published == 0  # the relay had nothing to do
     assert outbox == 0
+
+
+async def test_jobs_submitted_together_are_all_published_by_the_api(make_settings: Any) -> None:
+    async with stack(make_settings(message_actions=1), demo_yard) as s:
+        handoff, repo = s.runtime.handoff, s.runtime.repo
+        assert handoff is not None
+        job_ids = await asyncio.gather(*(s.submit([{"type": "demo.noop"}]) for _ in range(10)))
+        statuses = [await s.wait(job_id) for job_id in job_ids]
+        outbox = await repo.outbox_size()
+    assert all(status["status"] == "succeeded" for status in statuses)
+    assert handoff.published == 10 and handoff.left == 0  # every job's message, whichever group stored it
+    assert s.relay.published == 0 and outbox == 0  # none left for the relay: all rows were handed over
+    if repo.dialect == "postgresql":
+        assert repo.job_inserts.items == 10 and repo.job_inserts.runs < 10  # stored in groups
 
 
 async def test_messages_the_api_could_not_publish_are_published_by_the_relay_after_the_hold(

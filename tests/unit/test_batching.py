@@ -24,15 +24,23 @@ class Statement:
         self.gate.set()
         self.bad: set[int] = set()
         self.outage = False
+        self.unreachable_for: set[int] = set()  # a run with one of these (and no bad item) meets an outage
+        self.stall: set[int] = set()  # a run of one of these alone never ends (until stopped)
+        self.stalled = asyncio.Event()
 
     async def __call__(self, key: object, items: Sequence[int]) -> list[str]:
         self.runs.append((key, list(items)))
         self.tasks.append(asyncio.current_task())
         await self.gate.wait()
+        if len(items) == 1 and items[0] in self.stall:
+            self.stalled.set()
+            await asyncio.Event().wait()
         if self.outage:
             raise Outage("unreachable")
         if self.bad & set(items):
             raise ValueError(f"bad item among {list(items)}")
+        if self.unreachable_for & set(items):
+            raise Outage("unreachable")
         return [f"{key}:{item}" for item in items]
 
 
@@ -133,6 +141,47 @@ async def test_waiting_calls_run_even_if_the_first_caller_goes_and_a_stopped_run
     assert statement.runs[-1] == ("k", [4])
     run_task = statement.tasks[-1]
     assert run_task is not None and run_task is not waiting
-    run_task.cancel()  # and that run is stopped mid-way (the process shuts down)
-    with pytest.raises(asyncio.CancelledError):
+    run_task.cancel()  # and that run is stopped mid-way (the process shuts down): its caller gets an error
+    with pytest.raises(RuntimeError, match="stopped"):  # not a cancellation it never asked for
         await waiting
+
+
+async def test_an_outage_while_writing_one_by_one_fails_the_rest_untried() -> None:
+    statement = Statement()
+    batches = coalescer(statement)
+    statement.bad, statement.unreachable_for = {3}, {4}
+    first, rest = await in_flight(batches, statement, ("k", 1), ("k", 2), ("k", 3), ("k", 4), ("k", 5))
+    statement.gate.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert results[:2] == ["k:1", "k:2"] and isinstance(results[2], ValueError)
+    assert isinstance(results[3], Outage) and isinstance(results[4], Outage)
+    assert statement.runs[1:] == [("k", [2, 3, 4, 5]), ("k", [2]), ("k", [3]), ("k", [4])]  # 5 never tried
+
+
+async def test_no_caller_is_left_waiting_when_a_one_by_one_retry_is_stopped() -> None:
+    statement = Statement()
+    batches = coalescer(statement)
+    statement.bad, statement.stall = {3}, {3}
+    first, rest = await in_flight(batches, statement, ("k", 1), ("k", 2), ("k", 3), ("k", 4))
+    statement.gate.set()
+    assert await first == "k:1" and await rest[0] == "k:2"
+    await asyncio.wait_for(statement.stalled.wait(), 1.0)
+    assert statement.runs[-1] == ("k", [3])
+    run_task = statement.tasks[-1]
+    assert run_task is not None
+    run_task.cancel()  # the retry of 3 is stopped: 3 and 4, still waiting, get the error
+    for waiting in rest[1:]:
+        with pytest.raises(RuntimeError, match="stopped"):
+            await asyncio.wait_for(waiting, 1.0)
+
+
+async def test_drain_waits_for_the_runs_that_follow_the_one_in_flight() -> None:
+    statement = Statement()
+    batches = coalescer(statement)
+    first, rest = await in_flight(batches, statement, ("a", 1), ("b", 2), ("c", 3))  # three runs, one after another
+    drained = asyncio.create_task(batches.drain())
+    await asyncio.sleep(0)
+    statement.gate.set()
+    await drained
+    assert first.done() and all(call.done() for call in rest)
+    assert [call.result() for call in (first, *rest)] == ["a:1", "b:2", "c:3"]

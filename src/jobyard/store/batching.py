@@ -13,6 +13,7 @@ call at a time, so one submission the store refuses fails alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -29,7 +30,8 @@ class Coalescer(Generic[Item, Result]):
     Items with different keys (compared with ``==``) never share a run. ``size(item)`` weighs an item against
     ``max_weight`` per run (a run takes at least one item). ``alone(exc)`` says whether a failed run of several
     items is retried one item at a time (the error is about the data) or fails them all (the database is
-    unreachable, say).
+    unreachable, say). Every waiting call gets its result or an error: ``gone()`` is the error of those whose run
+    was stopped (the process shutting down), so they do not see a cancellation they did not ask for.
     """
 
     def __init__(
@@ -39,12 +41,16 @@ class Coalescer(Generic[Item, Result]):
         size: Callable[[Item], int] = lambda _item: 1,
         max_weight: int = 10_000,
         alone: Callable[[Exception], bool] = lambda _exc: True,
+        gone: Callable[[], Exception] = lambda: RuntimeError("stopped before the submission was written"),
     ) -> None:
         self._run = run
         self._size = size
         self._max_weight = max_weight
         self._alone = alone
+        self._gone = gone
         self._busy = False  # a run is in flight: new calls wait for the next one
+        self._idle = asyncio.Event()  # set while not busy
+        self._idle.set()
         self._waiting: list[tuple[object, Item, asyncio.Future[Result]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs = 0  # runs that succeeded, and the items they carried: the batch size achieved
@@ -56,6 +62,7 @@ class Coalescer(Generic[Item, Result]):
             self._waiting.append((key, item, future))
             return await future
         self._busy = True
+        self._idle.clear()
         try:
             result = (await self._run(key, [item]))[0]
             self.runs += 1
@@ -65,14 +72,15 @@ class Coalescer(Generic[Item, Result]):
             self._next()
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (up to ``timeout``) for the runs of waiting calls to finish; before closing what they use."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        """Wait (up to ``timeout``) until no run is in flight or due; before closing what the runs use."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     def _next(self) -> None:
         """A run is over: the next one starts (in a task of its own) if calls are waiting, else none is busy."""
         if not self._waiting:
             self._busy = False
+            self._idle.set()
             return
         task = asyncio.get_running_loop().create_task(self._run_waiting(), name="jobyard-submit-batch")
         self._tasks.add(task)
@@ -97,25 +105,24 @@ class Coalescer(Generic[Item, Result]):
         return key, taken
 
     async def _run_waiting(self) -> None:
+        taken: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             key, taken = self._take()
             if taken:
                 await self._run_batch(key, taken)
         finally:
+            for _, future in taken:  # whatever happened (a bug, the task stopped), nobody is left waiting
+                if not future.done():
+                    future.set_exception(self._gone())
             self._next()
 
     async def _run_batch(self, key: object, taken: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._run(key, [item for item, _ in taken])
-        except asyncio.CancelledError:  # stopped mid-run: its callers must not wait forever
-            for _, future in taken:
-                future.cancel()
-            raise
         except Exception as exc:
             if len(taken) > 1 and self._alone(exc):
                 log.info("a batch of %d submissions failed (%s); writing them one by one", len(taken), exc)
-                for one in taken:
-                    await self._run_batch(key, [one])
+                await self._one_by_one(key, taken)
                 return
             for _, future in taken:
                 if not future.done():
@@ -126,3 +133,22 @@ class Coalescer(Generic[Item, Result]):
         for (_, future), result in zip(taken, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _one_by_one(self, key: object, taken: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        """After a failed batch: each item in a run of its own, until an error that is not about the data."""
+        for index, (item, future) in enumerate(taken):
+            if future.done():  # its caller went away meanwhile: nothing to write
+                continue
+            try:
+                result = (await self._run(key, [item]))[0]
+            except Exception as exc:
+                if self._alone(exc):
+                    future.set_exception(exc)
+                    continue
+                for _, rest in taken[index:]:  # an outage: the rest would only fail the same way, one by one
+                    if not rest.done():
+                        rest.set_exception(exc)
+                return
+            self.runs += 1
+            self.items += 1
+            future.set_result(result)

@@ -168,6 +168,13 @@ def _is_disconnect(exc: BaseException) -> bool:
     return any(state.startswith(prefix) for prefix in _DISCONNECT_SQLSTATES)
 
 
+def _about_the_data(exc: Exception) -> bool:
+    """Whether PostgreSQL refused a statement for what it would write (SQLSTATE classes 22 and 23: a value too
+    long, a constraint broken): then the other submissions grouped with it can still be written one by one."""
+    state = getattr(exc.__cause__, "sqlstate", None) or ""
+    return isinstance(exc, StoreError) and state[:2] in ("22", "23")
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -402,7 +409,8 @@ class Repository:
             self._insert_jobs_pg,
             size=lambda job: len(job.actions),
             max_weight=_MAX_ACTIONS_PER_INSERT,
-            alone=lambda exc: not isinstance(exc, StoreUnavailable),
+            alone=_about_the_data,
+            gone=lambda: StoreUnavailable("the process is stopping; the submission may not have been stored"),
         )
 
     # --- lifecycle ----------------------------------------------------------------------------------
