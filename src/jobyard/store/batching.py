@@ -6,8 +6,9 @@ jobs of ten actions in one statement cost PostgreSQL less than half the CPU per 
 the API process too (``python -m benchmarks.group_commit``, ``benchmarks/RESULTS.md``).
 ``Coalescer`` runs the first call at once, in the caller's own task, so a lone submission waits for nothing;
 the calls that arrive while it is in flight wait for it and then go in one statement, and so on. Each job stays
-all or nothing (a batch is one transaction); a batch that fails for a reason other than an outage is retried one
-call at a time, so one submission the store refuses fails alone.
+all or nothing (a batch is one transaction); a batch the store refuses for what it would write (a value too long,
+a constraint broken) is retried one call at a time, so one bad submission fails alone; any other error (an outage)
+fails the calls of the batch at once.
 """
 
 from __future__ import annotations
