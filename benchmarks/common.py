@@ -9,7 +9,10 @@ import argparse
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+from urllib.parse import urlparse
 
 import psutil
 
@@ -116,3 +119,29 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             t = psutil.Process(pid).cpu_times()
             total += t.user + t.system
     return total
+
+
+@contextlib.asynccontextmanager
+async def scratch_repository(pg_url: str, db_prefix: str, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
+    """A fresh, migrated database for one measurement: jobyard's repository on it and its URL; dropped after.
+
+    ``pg_url`` is an admin connection; ``settings`` go to jobyard's ``Settings``. Imports jobyard and asyncpg only
+    when called (the peers' virtualenv imports this module too).
+    """
+    import asyncpg
+
+    from jobyard.config import Settings
+    from jobyard.store import create_repository
+
+    name = f"{db_prefix}_{uuid.uuid4().hex[:8]}"
+    url = urlparse(pg_url)._replace(path=f"/{name}").geturl()
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    repo = create_repository(Settings(database_url=url, **settings))
+    try:
+        await repo.migrate()
+        yield repo, url
+    finally:
+        await repo.close()
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()

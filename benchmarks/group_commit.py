@@ -19,14 +19,12 @@ import asyncio
 import json
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import asyncpg
 
-from benchmarks.common import cpu_seconds
+from benchmarks.common import cpu_seconds, scratch_repository
 from benchmarks.jobyard_side import _server_pids
 
 
@@ -69,16 +67,7 @@ async def _mode(repo: Any, jobs: list[Any], group: int, concurrency: int) -> dic
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from jobyard.config import Settings
-    from jobyard.store import create_repository
-
-    name = f"{args.db_prefix}_{uuid.uuid4().hex[:8]}"
-    url = urlparse(args.pg_url)._replace(path=f"/{name}").geturl()
-    admin = await asyncpg.connect(args.pg_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    repo = create_repository(Settings(database_url=url, db_pool_size=max(args.concurrency, 2)))
-    try:
-        await repo.migrate()
+    async with scratch_repository(args.pg_url, args.db_prefix, db_pool_size=max(args.concurrency, 2)) as (repo, url):
         await repo.warm()
         await _mode(repo, _jobs(repo, 200, args.actions), 1, args.concurrency)  # warm-up: plans, caches
         results: dict[str, list[dict[str, float]]] = {}
@@ -107,10 +96,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "stored": stored,
             "modes": results,
         }
-    finally:
-        await repo.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -13,14 +13,12 @@ import json
 import random
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import asyncpg
 
-from benchmarks.common import p50_p99
+from benchmarks.common import p50_p99, scratch_repository
 from benchmarks.jobyard_side import JobyardConfig, run_jobyard
 
 
@@ -107,16 +105,7 @@ async def _timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> dict[st
 
 
 async def store_size(args: argparse.Namespace) -> dict[str, Any]:
-    from jobyard.config import Settings
-    from jobyard.store import create_repository
-
-    name = f"{args.db_prefix}_{uuid.uuid4().hex[:8]}"
-    url = urlparse(args.pg_url)._replace(path=f"/{name}").geturl()
-    admin = await asyncpg.connect(args.pg_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    repo = create_repository(Settings(database_url=url))
-    try:
-        await repo.migrate()
+    async with scratch_repository(args.pg_url, args.db_prefix) as (repo, url):
         db = await asyncpg.connect(url)
         t0 = time.perf_counter()
         chunk = 200_000
@@ -150,10 +139,6 @@ async def store_size(args: argparse.Namespace) -> dict[str, Any]:
             "list, page at a random cursor": await _timed(args.samples, deep_page),
         }
         return {"jobs_stored": args.store_jobs, "seed_s": round(seed_s, 1), "query_ms": timings}
-    finally:
-        await repo.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
