@@ -73,7 +73,7 @@ class _Intake:
 class _Attempt:
     """One claimed action while it runs: its handler's task, the pending time-limit timer, and ``done``."""
 
-    __slots__ = ("action", "began", "ctx", "done", "envelope", "finished", "handler", "started", "timer")
+    __slots__ = ("action", "began", "ctx", "done", "envelope", "handler", "started", "timer")
 
     def __init__(
         self,
@@ -87,12 +87,11 @@ class _Attempt:
         self.action = action
         self.ctx = ctx
         self.envelope = envelope
-        self.done = done  # resolved once the outcome is handed to the completion loop (stop() waits on it)
+        self.done = done  # resolved when the attempt is over (stop() waits on it; late callbacks check it)
         self.started = started  # perf_counter, for the duration metric
         self.began = began  # loop time, for the limits
         self.handler: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.finished = False
 
 
 @dataclass(slots=True)
@@ -348,7 +347,7 @@ class Worker:
         self._finish(attempt, self._error_outcome(action, error), None)
 
     def _handler_done(self, attempt: _Attempt, handler: asyncio.Future[Any]) -> None:
-        if attempt.finished:
+        if attempt.done.done():
             return  # abandoned at its hard limit: whatever it returned now is ignored
         try:
             outcome, result = self._outcome_of(attempt, handler)
@@ -377,7 +376,8 @@ class Worker:
 
     def _finish(self, attempt: _Attempt, outcome: Outcome, result: bytes | None) -> None:
         """The attempt is over: free its slot and hand its outcome to the completion loop."""
-        attempt.finished = True
+        # Done from here on (stop()'s waiters run later, once the outcome below is queued): late callbacks ignore it.
+        attempt.done.set_result(None)
         if attempt.timer is not None:
             attempt.timer.cancel()
         action = attempt.action
@@ -388,12 +388,11 @@ class Worker:
             elapsed = time.perf_counter() - attempt.started
             self.metrics.action_duration.labels(action.type, outcome.kind.value).observe(elapsed)
         self._finished.put_nowait(_Finished(outcome, attempt.envelope, result, attempt.ctx, queue=action.queue))
-        attempt.done.set_result(None)
 
     def _interrupt(self, attempt: _Attempt, why: _Interrupt) -> None:
         """Ask a running handler to stop: cancel its await (async) or raise in its thread (sync)."""
         handler, ctx = attempt.handler, attempt.ctx
-        if handler is None or handler.done() or attempt.finished:
+        if handler is None or handler.done() or attempt.done.done():
             return
         if ctx.thread_id is not None:
             exc_type = ActionTimeout if why is _Interrupt.SOFT_TIMEOUT else ActionCancelled
@@ -570,9 +569,9 @@ class Worker:
     def _describe(self) -> dict[str, Any]:
         """What this worker is doing, for its presence heartbeat (the dashboard's workers page)."""
         running = [
-            {"action_id": str(a.id), "job_id": str(a.job_id), "type": a.type, "attempt": a.attempt,
-             "progress": ctx.progress_fraction}
-            for a, ctx in [(r.action, r.ctx) for r in list(self._running.values())[:50]]
+            {"action_id": str(r.action.id), "job_id": str(r.action.job_id), "type": r.action.type,
+             "attempt": r.action.attempt, "progress": r.ctx.progress_fraction}
+            for r in list(self._running.values())[:50]
         ]  # fmt: skip
         return {
             "queues": list(self.queues),

@@ -559,11 +559,11 @@ class Repository:
         action_ids = uuid7_many(len(actions))
         if connection is not None:
             handoff = None
-        hold = handoff.hold if handoff is not None else 0.0
         outbox = self._outbox_bodies(job_id, action_ids, actions)
         if self._fast and connection is None and not dedup:
             new = _NewJob(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox)
             return await self.job_inserts.submit(handoff, new), action_ids
+        hold = handoff.hold if handoff is not None else 0.0
         job_row = {
             "id": job_id,
             "tenant_id": tenant_id,
