@@ -37,7 +37,7 @@ async def measure(jobs: int, interval_ms: float, config: JobyardConfig | None = 
                 await asyncio.sleep(pause)
             t_send = time.time()
             sent.append((t_send, await bench.submit("submit-path", [{"type": "bench.stamp", "payload": i}])))
-        await bench.wait_finished("submit-path", jobs)
+        await bench.wait_finished([job_id for _, job_id in sent], jobs)
         assert bench.db is not None
         rows = await bench.db.fetch(
             "SELECT a.job_id::text AS job_id, a.result, extract(epoch FROM j.created_at) AS created, "
