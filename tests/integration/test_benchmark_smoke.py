@@ -59,3 +59,14 @@ def test_the_group_commit_benchmark_writes_every_job_in_every_mode() -> None:
     assert result["stored"] == {"jobs": 240, "actions": 720}  # the warm-up's 200 and 20 per mode
     assert list(result["modes"]) == ["alone", "grouped by 4"]
     assert all(m[0]["jobs_per_s"] > 0 and m[0]["postgresql_cpu_us_per_job"] >= 0 for m in result["modes"].values())
+
+
+def test_the_publish_benchmark_delivers_every_message_in_both_modes() -> None:
+    import uvloop
+    from benchmarks.publish_batch import measure, parse_args
+
+    services.require("rabbitmq")
+    args = parse_args(["--messages", "40", "--batch", "10", "--rounds", "1", "--amqp-url", services.AMQP_URL])
+    result = uvloop.run(measure(args))
+    assert [r["mode"] for r in result["rounds"]] == ["one by one", "batched"]
+    assert all(r["sent"] == r["queued"] == 40 and r["client_cpu_us"] > 0 for r in result["rounds"])
