@@ -133,6 +133,15 @@ async def test_a_nacked_message_fails_the_batch(channel: tuple[aiormq.Channel, s
         await connection.close()
 
 
+async def test_a_routing_key_too_long_is_refused_before_anything_is_sent(channel: tuple[aiormq.Channel, str]) -> None:
+    underlay, queue = channel
+    tag = underlay.delivery_tag
+    with pytest.raises(ValueError, match="routing key too long"):
+        await amqp_batch.publish_batch(underlay, "", [(queue, b"a"), ("q" * 256, b"b")], mandatory=True)
+    assert underlay.delivery_tag == tag and underlay.message_id_delivery_tag == {}
+    assert await amqp_batch.publish_batch(underlay, "", [(queue, b"ok")], mandatory=True)
+
+
 async def test_a_cancelled_batch_leaves_the_channel_usable(channel: tuple[aiormq.Channel, str]) -> None:
     underlay, queue = channel
     task = asyncio.create_task(amqp_batch.publish_batch(underlay, "", [(queue, b"c")] * 50, mandatory=True))

@@ -72,6 +72,9 @@ async def publish_batch(
     """
     if not items:
         return []
+    for routing_key, _ in items:
+        if len(routing_key.encode()) > 255:  # as basic_publish checks: a short string on the wire
+            raise ValueError(f"routing key too long (max 255 bytes): {routing_key[:60]!r}...")
     futures: list[asyncio.Future[Any]] = []
     frames: list[Any] = []
     async with channel.lock:
