@@ -241,7 +241,9 @@ async def test_the_same_message_twice_in_one_claim_batch_runs_the_attempt_once(m
 async def test_an_unexpected_error_while_completing_does_not_stop_the_worker_or_hang_its_shutdown(
     make_settings: Any,
 ) -> None:
-    async with stack(make_settings(), demo_yard) as s:
+    # No read cache: the injected bug replaces the whole publish, the completion's cache invalidation with it, so a
+    # status read that happened to land while the action ran would stay cached as "running" for the cache's TTL.
+    async with stack(make_settings(cache_ttl=0), demo_yard) as s:
         (worker,) = s.workers
         real = worker.events.publish
         calls = {"n": 0}
