@@ -326,26 +326,26 @@ class RabbitBroker:
     ) -> None:
         """Persistent ``(routing key, body)`` messages to ``exchange``: one write for all, every confirm awaited."""
         underlay = await channel.get_underlay_channel()
+        confirmations: Sequence[Any]
         if self.batch_publish and amqp_batch.supports(underlay):
             async with asyncio.timeout(self._publish_timeout):
                 confirmations = await amqp_batch.publish_batch(underlay, exchange, items, mandatory=mandatory)
-            for confirmation in confirmations:
-                if not isinstance(confirmation, aiormq.spec.Basic.Ack):
-                    raise BrokerError(f"RabbitMQ {refused}: {confirmation!r}")
-            return
-        confirms = [
-            underlay.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json"),
-                mandatory=mandatory,
-                timeout=self._publish_timeout,
-                **_NO_DRAIN_WAIT,
+        else:
+            confirmations = await asyncio.gather(
+                *(
+                    underlay.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json"),
+                        mandatory=mandatory,
+                        timeout=self._publish_timeout,
+                        **_NO_DRAIN_WAIT,
+                    )
+                    for routing_key, body in items
+                )
             )
-            for routing_key, body in items
-        ]
-        for confirmation in await asyncio.gather(*confirms):
+        for confirmation in confirmations:
             if not isinstance(confirmation, aiormq.spec.Basic.Ack):
                 raise BrokerError(f"RabbitMQ {refused}: {confirmation!r}")
 
