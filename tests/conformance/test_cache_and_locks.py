@@ -59,6 +59,45 @@ async def test_a_write_invalidates_every_copy_and_a_stale_fill_is_not_served(kv:
     listener.cancel()
 
 
+async def test_an_announced_write_drops_the_local_copies_of_its_groups_and_no_others(kv: KV) -> None:
+    api = Cache(kv, "t", local_ttl=60)
+
+    async def value() -> bytes:
+        return b"v"
+
+    for key, group in (("a1", "a"), ("a2", "a"), ("b", "b")):  # two copies of job a (say its status and a page)
+        await api.get_or_set(group, key, value, 30)
+    api.drop_local(["a", "c"])  # what an announced write of jobs a and c does in every process
+    held = api.stats.local_hits
+    assert await api.get_or_set("b", "b", value, 30) == b"v"
+    assert api.stats.local_hits == held + 1  # b was not written: still served from the local copy
+    assert await api.get_or_set("a", "a1", value, 30) == b"v"
+    assert await api.get_or_set("a", "a2", value, 30) == b"v"
+    assert api.stats.local_hits == held + 1  # both of a's copies were dropped
+    assert await api.get_or_set("a", "a1", value, 30) == b"v"
+    assert api.stats.local_hits == held + 2  # and a's next read keeps a copy again
+
+
+async def test_local_copies_let_go_when_too_many_are_held_are_dropped_cleanly_by_a_later_write() -> None:
+    api = Cache(MemoryKV(), "t", local_ttl=60)
+
+    async def value() -> bytes:
+        return b"v"
+
+    for i in range(10_050):  # more copies than a process keeps: the oldest half is let go on the way
+        await api.get_or_set(f"job{i}", f"job{i}", value, 30)
+    api.drop_local(["job1", "job10049"])  # one copy let go already, one held
+    held = api.stats.local_hits
+    assert await api.get_or_set("job10048", "job10048", value, 30) == b"v"
+    assert api.stats.local_hits == held + 1
+    assert await api.get_or_set("job10049", "job10049", value, 30) == b"v"
+    assert await api.get_or_set("job1", "job1", value, 30) == b"v"
+    assert api.stats.local_hits == held + 1  # neither was served locally
+    api.drop_all_local()
+    assert await api.get_or_set("job10048", "job10048", value, 30) == b"v"
+    assert api.stats.local_hits == held + 1
+
+
 async def test_a_fill_that_races_a_write_keeps_no_local_copy(kv: KV) -> None:
     source = {"v": b"old"}
     api = Cache(kv, "t", local_ttl=60)  # the process that reads, and (in embedded mode) also writes

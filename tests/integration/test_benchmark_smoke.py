@@ -70,3 +70,14 @@ def test_the_publish_benchmark_delivers_every_message_in_both_modes() -> None:
     result = uvloop.run(measure(args))
     assert [r["mode"] for r in result["rounds"]] == ["one by one", "batched"]
     assert all(r["sent"] == r["queued"] == 40 and r["client_cpu_us"] > 0 for r in result["rounds"])
+
+
+def test_the_cache_drops_benchmark_reports_a_cost_for_each_number_of_copies_held() -> None:
+    import asyncio
+
+    from benchmarks.cache_drops import measure, parse_args
+
+    args = parse_args(["--held", "0,50", "--announcements", "20", "--groups", "3", "--rounds", "1"])
+    result = asyncio.run(measure(args))
+    assert [row["held"] for row in result["rows"]] == [0, 50]
+    assert all(row["cpu_us_per_announcement"] >= 0 for row in result["rows"])
