@@ -4,12 +4,15 @@ A value is stored as ``{generation}:{bytes}`` where the generation is the one re
 Every write bumps its group's generation (e.g. one job), so a value computed from data older than the last
 write never counts as a hit, even if it was stored after the invalidation. Each process also keeps a short-lived
 local copy, dropped when the bump is announced on pub/sub; a read that was under way when its group was dropped
-does not keep a local copy (it may hold data from before the write). If Redis is down, reads go to the source.
+does not keep a local copy (it may hold data from before the write). Within a process, the readers of a key whose
+recompute for the same generation is under way wait for its outcome (across processes, a fill lock and a short
+poll). If Redis is down, reads go to the source.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -61,6 +64,9 @@ class Cache:
         self._dropped: dict[str, int] = {}  # group → number of its latest drop (bounded, see _mark_dropped)
         self._all_dropped = 0
         self._pending: set[str] = set()  # generation bumps that could not reach Redis yet
+        # (key, generation) → this process's recompute in flight: its other readers of that generation wait for it
+        # instead of each taking a turn at the fill lock and polling Redis until the value appears
+        self._fills: dict[tuple[str, str], asyncio.Future[bytes]] = {}
 
     async def get_or_set(self, group: str, key: str, compute: Callable[[], Awaitable[bytes]], ttl: float) -> bytes:
         local = self._local.get(key)
@@ -82,7 +88,42 @@ class Cache:
                 self._remember(group, key, value, started)
                 return value
         self.stats.misses += 1
-        return await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started)
+        flight = self._fills.get((key, generation))
+        if flight is not None:
+            await asyncio.wait([flight])  # its outcome, not its cancellation: a cancelled fill is done here instead
+            if not flight.cancelled():
+                return flight.result()  # the value, or the error, of the same generation's recompute
+        return await self._fill_once(group, key, value_key, gen_key, generation, compute, ttl, started)
+
+    async def _fill_once(
+        self,
+        group: str,
+        key: str,
+        value_key: str,
+        gen_key: str,
+        generation: str,
+        compute: Callable[[], Awaitable[bytes]],
+        ttl: float,
+        started: int,
+    ) -> bytes:
+        """``_fill``, with this process's other readers of the same key and generation waiting for its outcome."""
+        flight: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._fills[(key, generation)] = flight
+        try:
+            value = await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started)
+        except Exception as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: no "never retrieved" warning when nobody was waiting
+            raise
+        except BaseException:
+            flight.cancel()  # this reader was cancelled (it went away): a waiting one recomputes for itself
+            raise
+        else:
+            flight.set_result(value)
+            return value
+        finally:
+            if self._fills.get((key, generation)) is flight:
+                del self._fills[(key, generation)]
 
     async def _fill(
         self,
@@ -96,17 +137,30 @@ class Cache:
         started: int,
     ) -> bytes:
         token = uuid.uuid4().hex.encode()
-        fill_key = keys.cache_fill(self.namespace, key)
+        fill_key = keys.cache_fill(self.namespace, key, generation)
         try:
             filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
             if not filling:  # another process recomputes: wait briefly for its value
                 deadline = time.monotonic() + self.wait_for_fill
                 while time.monotonic() < deadline:
                     await asyncio.sleep(0.002)  # a recompute is one store read: a few milliseconds
-                    raw, gen = await self.kv.get_many([value_key, gen_key])
-                    if raw is not None and raw.partition(b":")[0] == (gen or b"0"):
+                    raw, gen, holder = await self.kv.get_many([value_key, gen_key, fill_key])
+                    current = gen or b"0"
+                    if raw is not None and raw.partition(b":")[0] == current:
                         return raw.partition(b":")[2]
-            value = await compute()
+                    if current.decode() != generation:
+                        break  # written meanwhile: the recompute waited for reads older data than ours will
+                    if holder is None:  # that recompute gave up (it failed, or its process went away): take over
+                        filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
+                        if filling:
+                            break
+            try:
+                value = await compute()
+            except Exception:
+                if filling:  # its waiters recompute at once instead of polling until their deadline
+                    with contextlib.suppress(KVError):
+                        await self.kv.release_if_owner(fill_key, token)
+                raise
             await self.kv.set(value_key, generation.encode() + b":" + value, ttl)
             if filling:
                 await self.kv.release_if_owner(fill_key, token)

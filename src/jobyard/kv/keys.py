@@ -32,9 +32,12 @@ def cache_generation(namespace: str, group: str) -> str:
     return f"{PREFIX}:cachegen:{namespace}:{group}"
 
 
-def cache_fill(namespace: str, key: str) -> str:
-    """Held by the one process recomputing a missing value (stampede protection)."""
-    return f"{PREFIX}:cachefill:{namespace}:{key}"
+def cache_fill(namespace: str, key: str, generation: str) -> str:
+    """Held by the one process recomputing a missing value for one generation (stampede protection).
+
+    Per generation: a reader after a write must not wait for a recompute of the data from before it (that fill
+    would store the older generation, and its waiters would poll in vain until their deadline)."""
+    return f"{PREFIX}:cachefill:{namespace}:{key}:{generation}"
 
 
 def cache_invalidation_channel() -> str:
