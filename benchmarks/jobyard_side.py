@@ -50,6 +50,7 @@ class JobyardConfig:
     latency_interval_ms: float = 10.0
     status_rps: float = 1000.0
     status_seconds: float = 5.0
+    status_while_busy: bool = True  # also read statuses at status_rps while a second N x K batch runs
     timeout: float = 300.0
     pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -384,7 +385,7 @@ class JobyardBench:
         time.sleep(1.0)  # py-spy needs a moment to attach
         return started
 
-    async def verify(self) -> dict[str, int]:
+    async def verify(self, name: str = "bench-throughput") -> dict[str, int]:
         """Every action of the timed jobs is recorded in the store: succeeded once, with its payload as result."""
         assert self.db is not None
         row = await self.db.fetchrow(
@@ -393,12 +394,13 @@ class JobyardBench:
                    count(*) FILTER (WHERE a.status = 'succeeded' AND a.attempt = 1
                                     AND a.result = a.payload AND a.finished_at IS NOT NULL) AS recorded,
                    (SELECT count(*) FROM jobyard_jobs
-                     WHERE name = 'bench-throughput' AND status = 'succeeded'
+                     WHERE name = $2 AND status = 'succeeded'
                        AND succeeded = total AND total = $1) AS jobs_succeeded
             FROM jobyard_actions a JOIN jobyard_jobs j ON j.id = a.job_id
-            WHERE j.name = 'bench-throughput'
+            WHERE j.name = $2
             """,
             self.cfg.actions,
+            name,
         )
         assert row is not None
         checked = {k: int(row[k]) for k in ("actions", "recorded", "jobs_succeeded")}
@@ -465,6 +467,74 @@ class JobyardBench:
             "cpu_s": cpu_used,
         }
 
+    async def measure_status_while_busy(self) -> dict[str, Any]:
+        """Status reads at ``status_rps`` while a second batch of the same N x K jobs goes through.
+
+        Each read is of one of the 50 jobs of the batch accepted last (what a dashboard following new work reads),
+        so the reads compete with the submissions, the workers and the cache invalidations their progress causes,
+        in the one API process that also takes the submissions. Open loop, latency from the scheduled send time,
+        as ``measure_status_reads``. Also reported: the share of reads that found their job not yet finished, and
+        the batch's own throughput with the reads running (against the throughput phase's without them).
+        """
+        cfg = self.cfg
+        jobs = [[{"type": "bench.noop", "payload": {"job": j, "action": a}} for a in range(cfg.actions)]
+                for j in range(cfg.jobs)]  # fmt: skip
+        rate = cfg.status_rps
+        clock = time.perf_counter
+        latencies: list[float] = []
+        unfinished = 0
+        errors = 0
+        submitted: list[str] = []
+
+        async def one(scheduled: float, job_id: str) -> None:
+            nonlocal errors, unfinished
+            status, body = await self.http.request("GET", f"/api/jobs/{job_id}/status")
+            latencies.append((clock() - scheduled) * 1000.0)
+            if status != 200:
+                errors += 1
+            elif orjson.loads(body)["status"] not in FINAL:
+                unfinished += 1
+
+        api_pids = self.procs.pids("api")
+        profilers = self._start_profilers("busy", "api") if cfg.profile_dir else []
+        api0 = cpu_seconds(api_pids)
+        gc.collect()
+        gc.disable()  # as in measure_status_reads: the client's own collections would be charged to the server
+        t0 = clock()
+        try:
+            submitting = asyncio.create_task(self.submit_many("bench-busy", jobs, submitted))
+            waiting = asyncio.create_task(self.wait_finished(submitted, cfg.jobs))
+            tasks: list[asyncio.Task[None]] = []
+            while not submitted and not submitting.done():  # noqa: ASYNC110 - reads are of the batch's own jobs
+                await asyncio.sleep(0.001)
+            start = clock()
+            while not waiting.done() and not (submitting.done() and submitting.exception() is not None):
+                scheduled = start + len(tasks) / rate
+                pause = scheduled - clock()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                # One of the 50 jobs accepted last (a random one of all accepted would mostly be long finished).
+                tasks.append(asyncio.create_task(one(scheduled, random.choice(submitted[-50:]))))
+            reading_s = clock() - start
+            await submitting
+            await waiting
+            elapsed = clock() - t0
+            await asyncio.gather(*tasks)
+        finally:
+            gc.enable()
+            _stop_profilers(profilers)
+        return {
+            "requests": len(tasks),
+            "target_rps": rate,
+            "achieved_rps": round(len(tasks) / reading_s, 1) if reading_s > 0 else 0.0,
+            "errors": errors,
+            "unfinished_share": round(unfinished / len(tasks), 3) if tasks else 0.0,
+            "latency_ms": p50_p99(latencies),
+            "api_cpu_s": round(cpu_seconds(api_pids) - api0, 2),
+            "batch_actions_per_s": round(cfg.jobs * cfg.actions / elapsed, 1),
+            "verified": await self.verify("bench-busy"),
+        }
+
 
 def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
     for profiler in profilers:
@@ -508,6 +578,7 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
         throughput = await bench.measure_throughput()
         result["verified"] = await bench.verify()
         status_reads = await bench.measure_status_reads() if cfg.status_rps > 0 and cfg.status_seconds > 0 else None
+        busy_reads = await bench.measure_status_while_busy() if cfg.status_rps > 0 and cfg.status_while_busy else None
         sampler.sample()
     except BenchTimeout:
         raise
@@ -526,6 +597,7 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
         worker_peak_rss_mb=round(sampler.peak_sum.get("workers", 0) / mib, 1),
         worker_largest_rss_mb=round(sampler.peak_one.get("workers", 0) / mib, 1),
         status_reads=status_reads,
+        status_reads_while_busy=busy_reads,
         details={
             "submit_s": round(throughput["submit_s"], 4),
             "throughput_phase_cpu_s": throughput["cpu_s"],

@@ -48,6 +48,7 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
         latency_interval_ms=args.latency_interval_ms,
         status_rps=args.status_rps,
         status_seconds=args.status_seconds,
+        status_while_busy=args.status_while_busy,
         timeout=args.timeout,
         pg_admin_url=args.pg_url,
         amqp_url=args.amqp_url,
@@ -93,6 +94,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
                 f"errors {status['errors']}; CPU s meanwhile {status['cpu_s']}"
             )
+        busy = jy.get("status_reads_while_busy")
+        if busy:
+            lines.append(
+                f"jobyard status reads while a second batch runs: {busy['achieved_rps']:.0f}/s, "
+                f"p50 {busy['latency_ms']['p50']:.2f} ms, p99 {busy['latency_ms']['p99']:.2f} ms, "
+                f"errors {busy['errors']}, {busy['unfinished_share']:.0%} of reads of unfinished jobs; "
+                f"the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s"
+            )
     return "\n".join(lines)
 
 
@@ -111,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-interval-ms", type=float, default=10.0)
     p.add_argument("--status-rps", type=float, default=1000.0, help="jobyard: status reads per second (0: skip)")
     p.add_argument("--status-seconds", type=float, default=5.0)
+    p.add_argument("--status-while-busy", action=argparse.BooleanOptionalAction, default=True,
+                   help="jobyard: also read statuses at --status-rps while a second N x K batch runs")  # fmt: skip
     p.add_argument("--timeout", type=float, default=300.0, help="bound on each system's run, seconds")
     p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     p.add_argument("--amqp-url", default=os.environ.get("BENCH_JOBYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))

@@ -31,6 +31,9 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert result["actions_per_s"] > 0 and result["elapsed_s"] > 0
     assert set(result["latency_ms"]) == {"p50", "p99"}
     assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
+    busy = result["status_reads_while_busy"]  # a second batch of the same jobs, read while it runs
+    assert busy["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
+    assert busy["errors"] == 0 and busy["batch_actions_per_s"] > 0 and 0 <= busy["unfinished_share"] <= 1
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
     assert 0 < result["worker_largest_rss_mb"] <= result["worker_peak_rss_mb"]  # one of the processes in the sum
 
