@@ -113,111 +113,95 @@ class _CountingKV:
         return await self._kv.set_nx(key, value, ttl)
 
 
+class _Recompute:
+    """A recompute that takes ``delay`` seconds and counts its calls; with ``error``, it fails with it."""
+
+    def __init__(self, delay: float, error: Exception | None = None) -> None:
+        self.delay, self.error, self.calls = delay, error, 0
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return b"value"
+
+
+class _Source:
+    """The data behind a cached value: read at once, or read and then held ``delay`` seconds (a slow query that
+    loses the race to a write committed meanwhile)."""
+
+    def __init__(self, delay: float) -> None:
+        self.value, self.delay = b"old", delay
+
+    async def read(self) -> bytes:
+        return self.value
+
+    async def slow_read(self) -> bytes:
+        value = self.value
+        await asyncio.sleep(self.delay)
+        return value
+
+
 async def test_readers_in_one_process_wait_for_its_recompute_instead_of_each_polling(kv: KV) -> None:
     counting = _CountingKV(kv)
     api = Cache(counting, "t", local_ttl=0)  # type: ignore[arg-type]
-    calls = 0
-
-    async def slow_compute() -> bytes:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.1)
-        return b"value"
-
-    got = await asyncio.gather(*(api.get_or_set("job1", "k", slow_compute, 30) for _ in range(20)))
-    assert got == [b"value"] * 20 and calls == 1
+    compute = _Recompute(0.1)
+    got = await asyncio.gather(*(api.get_or_set("job1", "k", compute, 30) for _ in range(20)))
+    assert got == [b"value"] * 20 and compute.calls == 1
     assert counting.fill_locks == 1  # one reader took the fill lock; the 19 others waited in the process
 
 
 async def test_a_reader_after_a_write_does_not_wait_for_a_recompute_of_the_older_generation(kv: KV) -> None:
-    source = {"v": b"old"}
-    api = Cache(kv, "t", local_ttl=0)
-
-    async def slow_stale_read() -> bytes:  # reads the source, then takes its time
-        value = source["v"]
-        await asyncio.sleep(0.2)
-        return value
-
-    async def read() -> bytes:
-        return source["v"]
-
-    before_write = asyncio.create_task(api.get_or_set("job1", "k", slow_stale_read, 30))
+    source, api = _Source(0.2), Cache(kv, "t", local_ttl=0)
+    before_write = asyncio.create_task(api.get_or_set("job1", "k", source.slow_read, 30))
     await asyncio.sleep(0.05)
-    source["v"] = b"new"
+    source.value = b"new"
     await api.invalidate(["job1"])  # the write commits while that recompute is under way
-    assert await api.get_or_set("job1", "k", read, 30) == b"new"  # a newer generation: its own recompute
+    assert await api.get_or_set("job1", "k", source.read, 30) == b"new"  # a newer generation: its own recompute
     assert await before_write == b"old"
 
 
 async def test_when_the_reader_recomputing_is_cancelled_a_waiting_reader_recomputes(kv: KV) -> None:
-    api = Cache(kv, "t", local_ttl=0)
-    calls = 0
-
-    async def slow_compute() -> bytes:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.1)
-        return b"value"
-
-    first = asyncio.create_task(api.get_or_set("job1", "k", slow_compute, 30))
+    api, compute = Cache(kv, "t", local_ttl=0), _Recompute(0.1)
+    first = asyncio.create_task(api.get_or_set("job1", "k", compute, 30))
     await asyncio.sleep(0.02)
-    waiting = asyncio.create_task(api.get_or_set("job1", "k", slow_compute, 30))
+    waiting = asyncio.create_task(api.get_or_set("job1", "k", compute, 30))
     await asyncio.sleep(0.02)
     first.cancel()  # its client went away
     assert await waiting == b"value"
-    assert first.cancelled() and calls == 2
+    assert first.cancelled() and compute.calls == 2
 
 
 async def test_a_recompute_that_fails_fails_its_waiting_readers_with_the_same_error(kv: KV) -> None:
-    api = Cache(kv, "t", local_ttl=0)
-    calls = 0
-
-    async def missing() -> bytes:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        raise LookupError("job1 not found")
-
-    reads = (api.get_or_set("job1", "k", missing, 30) for _ in range(5))
-    results = await asyncio.gather(*reads, return_exceptions=True)
-    assert all(isinstance(r, LookupError) for r in results) and calls == 1
+    api, compute = Cache(kv, "t", local_ttl=0), _Recompute(0.05, LookupError("job1 not found"))
+    results = await asyncio.gather(
+        *(api.get_or_set("job1", "k", compute, 30) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, LookupError) for r in results) and compute.calls == 1
     assert not api._fills  # nothing left behind
 
 
+def _two_processes(kv: KV) -> tuple[Cache, Cache]:
+    """Two API processes; waiting for the other's recompute could last 30 s, so a wait shows as a timeout."""
+    return Cache(kv, "t", local_ttl=0, wait_for_fill=30), Cache(kv, "t", local_ttl=0, wait_for_fill=30)
+
+
 async def test_a_process_reading_after_a_write_does_not_wait_for_another_s_recompute_of_older_data(kv: KV) -> None:
-    source = {"v": b"old"}
-    # Two API processes; waiting for another's recompute could last 30 s here, so a wait shows as a timeout.
-    api_1, api_2 = Cache(kv, "t", local_ttl=0, wait_for_fill=30), Cache(kv, "t", local_ttl=0, wait_for_fill=30)
-
-    async def slow_stale_read() -> bytes:
-        value = source["v"]
-        await asyncio.sleep(0.3)
-        return value
-
-    async def read() -> bytes:
-        return source["v"]
-
-    before_write = asyncio.create_task(api_1.get_or_set("job1", "k", slow_stale_read, 30))
+    source, (api_1, api_2) = _Source(0.3), _two_processes(kv)
+    before_write = asyncio.create_task(api_1.get_or_set("job1", "k", source.slow_read, 30))
     await asyncio.sleep(0.05)  # api_1 holds the fill lock of the current generation
-    source["v"] = b"new"
+    source.value = b"new"
     await api_1.invalidate(["job1"])
-    assert await asyncio.wait_for(api_2.get_or_set("job1", "k", read, 30), 5) == b"new"
+    assert await asyncio.wait_for(api_2.get_or_set("job1", "k", source.read, 30), 5) == b"new"
     assert await before_write == b"old"
 
 
 async def test_when_a_process_s_recompute_fails_another_waiting_for_it_recomputes_at_once(kv: KV) -> None:
-    api_1, api_2 = Cache(kv, "t", local_ttl=0, wait_for_fill=30), Cache(kv, "t", local_ttl=0, wait_for_fill=30)
-
-    async def failing() -> bytes:
-        await asyncio.sleep(0.1)
-        raise LookupError("the store is busy")
-
-    async def read() -> bytes:
-        return b"value"
-
-    failed = asyncio.create_task(api_1.get_or_set("job1", "k", failing, 30))
+    api_1, api_2 = _two_processes(kv)
+    failed = asyncio.create_task(api_1.get_or_set("job1", "k", _Recompute(0.1, LookupError("store busy")), 30))
     await asyncio.sleep(0.02)
-    assert await asyncio.wait_for(api_2.get_or_set("job1", "k", read, 30), 5) == b"value"
+    assert await asyncio.wait_for(api_2.get_or_set("job1", "k", _Recompute(0.0), 30), 5) == b"value"
     with pytest.raises(LookupError):
         await failed
 

@@ -93,22 +93,8 @@ class Cache:
             await asyncio.wait([flight])  # its outcome, not its cancellation: a cancelled fill is done here instead
             if not flight.cancelled():
                 return flight.result()  # the value, or the error, of the same generation's recompute
-        return await self._fill_once(group, key, value_key, gen_key, generation, compute, ttl, started)
-
-    async def _fill_once(
-        self,
-        group: str,
-        key: str,
-        value_key: str,
-        gen_key: str,
-        generation: str,
-        compute: Callable[[], Awaitable[bytes]],
-        ttl: float,
-        started: int,
-    ) -> bytes:
-        """``_fill``, with this process's other readers of the same key and generation waiting for its outcome."""
-        flight: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._fills[(key, generation)] = flight
+        # This reader recomputes; the process's other readers of the key and generation wait for its outcome.
+        flight = self._fills[(key, generation)] = asyncio.get_running_loop().create_future()
         try:
             value = await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started)
         except Exception as exc:
