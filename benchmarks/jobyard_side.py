@@ -343,10 +343,15 @@ class JobyardBench:
         started = {r["job_id"]: orjson.loads(r["result"])["started_at"] for r in rows}
         return [(started[job_id] - t_submit) * 1000.0 for t_submit, job_id in sent]
 
+    def _noop_jobs(self) -> list[list[dict[str, Any]]]:
+        """The timed batch: N jobs of K no-op actions, each action's payload naming it (the result must equal it)."""
+        cfg = self.cfg
+        return [[{"type": "bench.noop", "payload": {"job": j, "action": a}} for a in range(cfg.actions)]
+                for j in range(cfg.jobs)]  # fmt: skip
+
     async def measure_throughput(self) -> dict[str, Any]:
         cfg = self.cfg
-        jobs = [[{"type": "bench.noop", "payload": {"job": j, "action": a}} for a in range(cfg.actions)]
-                for j in range(cfg.jobs)]  # fmt: skip
+        jobs = self._noop_jobs()
         roles = {"api": self.procs.pids("api"), "relay": self.procs.pids("relay"), "workers": self.procs.pids("worker")}
         servers = _server_pids()
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
@@ -477,8 +482,7 @@ class JobyardBench:
         the batch's own throughput with the reads running (against the throughput phase's without them).
         """
         cfg = self.cfg
-        jobs = [[{"type": "bench.noop", "payload": {"job": j, "action": a}} for a in range(cfg.actions)]
-                for j in range(cfg.jobs)]  # fmt: skip
+        jobs = self._noop_jobs()
         rate = cfg.status_rps
         clock = time.perf_counter
         latencies: list[float] = []

@@ -142,14 +142,11 @@ class Cache:
                             break
             try:
                 value = await compute()
-            except Exception:
-                if filling:  # its waiters recompute at once instead of polling until their deadline
+                await self.kv.set(value_key, generation.encode() + b":" + value, ttl)
+            finally:
+                if filling:  # also when the recompute failed: its waiters take over instead of polling on
                     with contextlib.suppress(KVError):
                         await self.kv.release_if_owner(fill_key, token)
-                raise
-            await self.kv.set(value_key, generation.encode() + b":" + value, ttl)
-            if filling:
-                await self.kv.release_if_owner(fill_key, token)
         except KVError:
             self.stats.bypassed += 1
             return await compute()
