@@ -36,6 +36,22 @@ def eviction_warning(policy: str | None) -> str | None:
     )
 
 
+def _driver_info_kwargs() -> dict[str, Any]:
+    """The CLIENT SETINFO name and version, worked out once for every connection of a pool.
+
+    redis-py 8 otherwise works out its own version for every connection it opens, by parsing its package metadata
+    (0.77 ms of CPU each on the development machine, against 0.01 ms with this), and a pool opens connections exactly
+    when a burst of requests needs them. A redis-py without DriverInfo reads its version once, at import.
+    """
+    from jobyard import __version__  # here, not at the top: jobyard's own __init__ may be importing this module
+
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:
+        return {}
+    return {"driver_info": DriverInfo().add_upstream_driver("jobyard", __version__)}
+
+
 class RedisKV:
     def __init__(self, url: str, *, socket_timeout: float = 2.0, breaker_seconds: float = 2.0) -> None:
         # A blocking pool: under a burst, callers wait for a free connection instead of failing with
@@ -47,6 +63,7 @@ class RedisKV:
             health_check_interval=15,
             max_connections=64,
             timeout=socket_timeout,
+            **_driver_info_kwargs(),
         )
         self._client = aioredis.Redis(connection_pool=pool)
         self._url = url
