@@ -29,7 +29,7 @@ import orjson
 import psutil
 
 from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99
-from benchmarks.rawhttp import RawHttpPool
+from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("succeeded", "failed", "cancelled")
@@ -46,6 +46,7 @@ class JobyardConfig:
     concurrency: int | None = None  # per worker process; None: jobyard's default
     message_actions: int | None = None  # actions per broker message; None: jobyard's default
     submit_concurrency: int = 8  # HTTP submissions in flight (clients submit concurrently)
+    api_processes: int = 1  # API processes; requests go to each in turn, as behind a load balancer
     latency_samples: int = 200
     latency_interval_ms: float = 10.0
     status_rps: float = 1000.0
@@ -139,7 +140,7 @@ class JobyardBench:
         self.db_name = f"{cfg.db_prefix}_{self.run_id}"
         self.db_url = _with_database(cfg.pg_admin_url, self.db_name)
         self.queue_prefix = f"{cfg.queue_prefix}-{self.run_id}"
-        self.port = _free_port()
+        self.ports = [_free_port() for _ in range(max(1, cfg.api_processes))]
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
         env.update(
             JOBYARD_DATABASE_URL=self.db_url,
@@ -157,7 +158,8 @@ class JobyardBench:
         env.update(cfg.extra_env)
         self.env = env
         self.procs = Processes(env)
-        self.http = RawHttpPool("127.0.0.1", self.port, max(cfg.submit_concurrency, 32))
+        self.api_pools = [RawHttpPool("127.0.0.1", port, max(cfg.submit_concurrency, 32)) for port in self.ports]
+        self.http = self.api_pools[0] if len(self.api_pools) == 1 else RoundRobinHttp(self.api_pools)
         self.db: asyncpg.Connection | None = None
         self.deadline = Deadline(cfg.timeout)
 
@@ -170,7 +172,8 @@ class JobyardBench:
         finally:
             await admin.close()
         await asyncio.to_thread(_run_cli, self.env, "migrate")
-        self.procs.start("api", "api", "--port", str(self.port))
+        for i, port in enumerate(self.ports):  # one process is "api" (profile files keep their names), more "api-N"
+            self.procs.start("api" if len(self.ports) == 1 else f"api-{i}", "api", "--port", str(port))
         self.procs.start("relay", "relay")
         for i in range(self.cfg.workers):
             self.procs.start(f"worker-{i}", "worker")
@@ -180,13 +183,14 @@ class JobyardBench:
     async def _wait_ready(self) -> None:
         import aio_pika
 
-        while True:
-            self.procs.check_alive()
-            with contextlib.suppress(OSError, ValueError, Exception):
-                status, body = await self.http.request("GET", "/readyz")
-                if status == 200 and orjson.loads(body)["status"] == "ok":
-                    break
-            await asyncio.sleep(min(0.2, self.deadline.remaining()))
+        for api in self.api_pools:
+            while True:
+                self.procs.check_alive()
+                with contextlib.suppress(OSError, ValueError, Exception):
+                    status, body = await api.request("GET", "/readyz")
+                    if status == 200 and orjson.loads(body)["status"] == "ok":
+                        break
+                await asyncio.sleep(min(0.2, self.deadline.remaining()))
         connection = await aio_pika.connect(self.cfg.amqp_url)
         try:
             while True:
@@ -440,6 +444,12 @@ class JobyardBench:
             latencies.append((clock() - scheduled) * 1000.0)
 
         profilers = self._start_profilers("status", "api") if self.cfg.profile_dir else []
+        # How steady the machine is meanwhile (benchmarks.machine_probe: a fixed unit of work every 10 ms, 2 % of a
+        # core); its CPU is not in cpu_s below.
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.machine_probe", "--seconds", str(seconds),
+            cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
         tasks = []
         # The load generator's own garbage collections (it holds every request's task) would stall its sends and
         # be charged to the server: it collects before and after the timed loop, not during it.
@@ -460,6 +470,8 @@ class JobyardBench:
         _stop_profilers(profilers)
         cpu_used = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu_used["client"] = round(time.process_time() - client0, 2)
+        probe_out, _ = await probe.communicate()
+        machine = orjson.loads(probe_out.strip().splitlines()[-1]) if probe.returncode == 0 and probe_out else None
         return {
             "requests": total,
             "target_rps": rate,
@@ -470,6 +482,7 @@ class JobyardBench:
             # Where the CPU went meanwhile: the relay and workers may still be finishing the throughput phase's
             # leftovers (domain events, webhooks), which competes with the API on a small machine.
             "cpu_s": cpu_used,
+            "machine": machine,
         }
 
     async def measure_status_while_busy(self) -> dict[str, Any]:
@@ -617,7 +630,7 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
             "settings": {
                 k: v
                 for k, v in asdict(cfg).items()
-                if k in ("concurrency", "message_actions", "submit_concurrency", "extra_env")
+                if k in ("concurrency", "message_actions", "submit_concurrency", "api_processes", "extra_env")
             },
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),

@@ -90,3 +90,22 @@ class RawHttpPool:
     async def close(self) -> None:
         while not self._free.empty():
             self._free.get_nowait().close()
+
+
+class RoundRobinHttp:
+    """Several API processes, as behind a load balancer: each request goes to the next one's pool in turn."""
+
+    def __init__(self, pools: list[RawHttpPool]) -> None:
+        if not pools:
+            raise ValueError("at least one pool")
+        self.pools = pools
+        self._next = 0
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        pool = self.pools[self._next]
+        self._next = (self._next + 1) % len(self.pools)
+        return await pool.request(method, path, body)
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()

@@ -44,6 +44,7 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
         concurrency=args.concurrency,
         message_actions=args.message_actions,
         submit_concurrency=args.submit_concurrency,
+        api_processes=args.api_processes,
         latency_samples=args.latency_samples,
         latency_interval_ms=args.latency_interval_ms,
         status_rps=args.status_rps,
@@ -81,8 +82,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"jobyard / {name}: {jy['actions_per_s'] / r['actions_per_s']:.2f}x throughput")
         details = jy["details"]
         rss = details["peak_rss_mb"]
+        apis = details["settings"].get("api_processes", 1)
+        api_rss = f"{rss['api']} (all {apis})" if apis > 1 else f"{rss['api']}"
         lines.append(
-            f"jobyard peak RSS MiB: api {rss['api']}, relay {rss['relay']}, workers {rss['workers_sum']} "
+            f"jobyard peak RSS MiB: api {api_rss}, relay {rss['relay']}, workers {rss['workers_sum']} "
             f"(largest worker {rss['largest_worker']})"
         )
         lines.append(f"jobyard CPU s during the timed phase: {details['throughput_phase_cpu_s']}"
@@ -94,6 +97,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
                 f"errors {status['errors']}; CPU s meanwhile {status['cpu_s']}"
             )
+            machine = status.get("machine")
+            if machine:
+                lines.append(
+                    f"the machine meanwhile (benchmarks.machine_probe): {machine['slow_units']} of {machine['units']} "
+                    f"runs of a {machine['baseline_ms']:.2f} ms unit of work took over {machine['slow_factor']:g}x "
+                    f"that, {machine['extra_ms']:.0f} ms in all, the worst {machine['worst_ms']:.2f} ms"
+                )
         busy = jy.get("status_reads_while_busy")
         if busy:
             lines.append(
@@ -116,6 +126,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None, help="jobyard: actions at once per worker process")
     p.add_argument("--message-actions", type=int, default=None, help="jobyard: actions packed per broker message")
     p.add_argument("--submit-concurrency", type=int, default=8, help="jobyard: HTTP submissions in flight")
+    p.add_argument("--api-processes", type=int, default=1,
+                   help="jobyard: API processes, each request to the next (as behind a load balancer)")  # fmt: skip
     p.add_argument("--latency-samples", type=int, default=200)
     p.add_argument("--latency-interval-ms", type=float, default=10.0)
     p.add_argument("--status-rps", type=float, default=1000.0, help="jobyard: status reads per second (0: skip)")

@@ -31,11 +31,48 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert result["actions_per_s"] > 0 and result["elapsed_s"] > 0
     assert set(result["latency_ms"]) == {"p50", "p99"}
     assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
+    machine = result["status_reads"]["machine"]  # benchmarks.machine_probe ran alongside the reads
+    assert machine["units"] > 0 and 0 <= machine["slow_units"] <= machine["units"] and machine["baseline_ms"] > 0
     busy = result["status_reads_while_busy"]  # a second batch of the same jobs, read while it runs
     assert busy["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
     assert busy["errors"] == 0 and busy["batch_actions_per_s"] > 0 and 0 <= busy["unfinished_share"] <= 1
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
     assert 0 < result["worker_largest_rss_mb"] <= result["worker_peak_rss_mb"]  # one of the processes in the sum
+
+
+def test_the_jobyard_benchmark_spreads_requests_over_several_api_processes() -> None:
+    config = _config(jobs=6, actions=3, latency_samples=3, latency_interval_ms=5.0, status_rps=50.0,
+                     status_seconds=0.2, status_while_busy=False, api_processes=2)  # fmt: skip
+    result = run_jobyard(config)
+    assert result["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
+    assert result["status_reads"]["errors"] == 0 and result["details"]["settings"]["api_processes"] == 2
+
+
+def test_round_robin_sends_each_request_to_the_next_api_in_turn() -> None:
+    import asyncio
+
+    from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
+
+    class Recording(RawHttpPool):
+        def __init__(self, name: str) -> None:
+            super().__init__("127.0.0.1", 1, 1)
+            self.name, self.paths = name, []
+
+        async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+            self.paths.append(path)
+            return 200, self.name.encode()
+
+    first, second = Recording("a"), Recording("b")
+    balancer = RoundRobinHttp([first, second])
+    answers = asyncio.run(_gather([balancer.request("GET", f"/{i}") for i in range(5)]))
+    assert [body for _, body in answers] == [b"a", b"b", b"a", b"b", b"a"]
+    assert first.paths == ["/0", "/2", "/4"] and second.paths == ["/1", "/3"]
+
+
+async def _gather(calls: list[Any]) -> list[Any]:
+    import asyncio
+
+    return list(await asyncio.gather(*calls))
 
 
 def test_the_submit_path_breakdown_runs_and_reports_each_leg() -> None:
