@@ -29,6 +29,7 @@ import orjson
 import psutil
 
 from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99
+from benchmarks.machine_probe import share_after_slow_cpu
 from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -424,6 +425,7 @@ class JobyardBench:
         rate, seconds = self.cfg.status_rps, self.cfg.status_seconds
         total = max(1, int(rate * seconds))
         latencies: list[float] = []
+        sent_at: list[float] = []  # each read's scheduled time, epoch seconds (to set beside the machine probe's)
         errors = 0
         # Steady state: every job's status is read once first (the first read of a job fills the cache from the
         # store, three Redis round trips and a query; a cold start of 1,000 jobs at once is a different test).
@@ -442,6 +444,7 @@ class JobyardBench:
             if status != 200:
                 errors += 1
             latencies.append((clock() - scheduled) * 1000.0)
+            sent_at.append(epoch + scheduled)
 
         profilers = self._start_profilers("status", "api") if self.cfg.profile_dir else []
         # How steady the machine is meanwhile (benchmarks.machine_probe: a fixed unit of work every 10 ms, 2 % of a
@@ -456,6 +459,7 @@ class JobyardBench:
         gc.collect()
         gc.disable()
         start = clock() + 0.05
+        epoch = time.time() - clock()
         try:
             for i in range(total):
                 scheduled = start + i / rate
@@ -472,6 +476,16 @@ class JobyardBench:
         cpu_used["client"] = round(time.process_time() - client0, 2)
         probe_out, _ = await probe.communicate()
         machine = orjson.loads(probe_out.strip().splitlines()[-1]) if probe.returncode == 0 and probe_out else None
+        if machine is not None:
+            # Were the slow reads the machine's? The share of reads over 5 ms that had a slow probe unit in the
+            # 60 ms before, against the same share for the others (what chance alone gives).
+            slow_at = machine.pop("slow_at")
+            machine["slow_reads_after_slow_cpu"] = share_after_slow_cpu(
+                [at for at, ms in zip(sent_at, latencies, strict=True) if ms > 5.0], slow_at
+            )
+            machine["other_reads_after_slow_cpu"] = share_after_slow_cpu(
+                [at for at, ms in zip(sent_at, latencies, strict=True) if ms <= 5.0], slow_at
+            )
         return {
             "requests": total,
             "target_rps": rate,

@@ -2,18 +2,20 @@
 
     python -m benchmarks.machine_probe --seconds 5
 
-The unit (about 0.2 ms of pure Python) runs every 10 ms, so the probe takes about 2 % of one core. Its fastest
-run is the baseline; a unit that takes more than ``--slow-factor`` times that was slowed by
-the machine, not by its own work (it never changes): another process on its core, or, on a virtual machine, the host
-taking the CPU back. The development machine's host does that in bursts of tens of milliseconds, even when the
-machine is idle, and every process in a burst runs several times slower: a status read that takes 0.4 ms of CPU then
-takes a few milliseconds, the reads queue, and the p99 of the phase is the burst's, not the server's. Printed as one
-JSON object: units run, how many were slow, the time they took beyond the baseline, the worst one.
+The unit (about 0.2 ms of pure Python) runs every 10 ms, so the probe takes about 2 % of one core. It is timed in
+the probe's own CPU time, so waiting for a core behind another local process does not count, and its fastest run is
+the baseline: a unit that took more than ``--slow-factor`` times that ran on a slower CPU than usual, which on a
+virtual machine means the host took the core (or its caches) back without the guest seeing it as steal. The
+development machine's host does that in bursts of tens of milliseconds, even when the machine is idle, and every
+process in a burst runs several times slower: a status read that takes 0.4 ms of CPU then takes a few milliseconds,
+the reads queue behind it, and the phase's p99 is the burst's. Printed as one JSON object: units run, how many were
+slow, the time they took beyond the baseline, the worst one.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import time
 from collections.abc import Sequence
@@ -30,15 +32,18 @@ def _unit() -> int:
 
 
 def _timed_unit() -> float:
-    start = time.perf_counter()
+    """The unit's CPU time: a wait for a core (another local process on it) does not count; a slower core does."""
+    start = time.thread_time()
     _unit()
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def probe(seconds: float, interval: float = 0.01, slow_factor: float = 3.0) -> dict[str, Any]:
     took: list[float] = []
+    started: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
+        started.append(time.time())
         took.append(_timed_unit())
         time.sleep(interval)
     baseline = min(took, default=0.0)  # the unit never changes: its fastest run is what the machine can do
@@ -50,7 +55,21 @@ def probe(seconds: float, interval: float = 0.01, slow_factor: float = 3.0) -> d
         "slow_factor": slow_factor,
         "extra_ms": round(sum(t - baseline for t in slow) * 1000, 1),
         "worst_ms": round(max(took, default=0.0) * 1000, 2),
+        "slow_at": [round(at, 4) for at, t in zip(started, took, strict=True) if t > slow_factor * baseline],
     }
+
+
+def share_after_slow_cpu(times: Sequence[float], slow_at: Sequence[float], window: float = 0.06) -> float | None:
+    """The share of ``times`` (epoch seconds) with a slow unit started within ``window`` seconds before (or 10 ms
+    after: a unit runs 0.2 ms every 10 ms, so it may notice a slow moment only that late)."""
+    if not times:
+        return None
+    ordered = sorted(slow_at)
+    hits = 0
+    for at in times:
+        i = bisect.bisect_left(ordered, at - window)
+        hits += i < len(ordered) and ordered[i] <= at + 0.01
+    return round(hits / len(times), 3)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

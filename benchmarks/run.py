@@ -102,7 +102,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 lines.append(
                     f"the machine meanwhile (benchmarks.machine_probe): {machine['slow_units']} of {machine['units']} "
                     f"runs of a {machine['baseline_ms']:.2f} ms unit of work took over {machine['slow_factor']:g}x "
-                    f"that, {machine['extra_ms']:.0f} ms in all, the worst {machine['worst_ms']:.2f} ms"
+                    f"that, {machine['extra_ms']:.0f} ms in all, the worst {machine['worst_ms']:.2f} ms; "
+                    f"reads over 5 ms that came within 60 ms after one: {_share(machine['slow_reads_after_slow_cpu'])}"
+                    f" (other reads: {_share(machine['other_reads_after_slow_cpu'])})"
                 )
         busy = jy.get("status_reads_while_busy")
         if busy:
@@ -113,6 +115,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s"
             )
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "none to count" if value is None else f"{value:.0%}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -33,11 +33,23 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
     machine = result["status_reads"]["machine"]  # benchmarks.machine_probe ran alongside the reads
     assert machine["units"] > 0 and 0 <= machine["slow_units"] <= machine["units"] and machine["baseline_ms"] > 0
+    for share in (machine["slow_reads_after_slow_cpu"], machine["other_reads_after_slow_cpu"]):
+        assert share is None or 0 <= share <= 1
+
     busy = result["status_reads_while_busy"]  # a second batch of the same jobs, read while it runs
     assert busy["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
     assert busy["errors"] == 0 and busy["batch_actions_per_s"] > 0 and 0 <= busy["unfinished_share"] <= 1
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
     assert 0 < result["worker_largest_rss_mb"] <= result["worker_peak_rss_mb"]  # one of the processes in the sum
+
+
+def test_reads_are_set_beside_the_slow_moments_the_probe_found() -> None:
+    from benchmarks.machine_probe import share_after_slow_cpu
+
+    slow_at = [100.0, 200.0]
+    # 60 ms before a read counts, and up to 10 ms after (the probe runs every 10 ms); further away does not
+    assert share_after_slow_cpu([100.05, 200.0, 199.995, 100.07, 150.0, 199.98], slow_at) == 0.5
+    assert share_after_slow_cpu([], slow_at) is None and share_after_slow_cpu([1.0], []) == 0.0
 
 
 def test_the_jobyard_benchmark_spreads_requests_over_several_api_processes() -> None:
