@@ -468,6 +468,11 @@ class JobyardBench:
                     await asyncio.sleep(pause)
                 tasks.append(asyncio.create_task(one(scheduled, random.choice(ids))))
             await asyncio.gather(*tasks)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                probe.kill()
+            await probe.wait()
+            raise
         finally:
             gc.enable()
         achieved = total / (clock() - start)
