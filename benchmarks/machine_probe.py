@@ -47,15 +47,15 @@ def probe(seconds: float, interval: float = 0.01, slow_factor: float = 3.0) -> d
         took.append(_timed_unit())
         time.sleep(interval)
     baseline = min(took, default=0.0)  # the unit never changes: its fastest run is what the machine can do
-    slow = [t for t in took if t > slow_factor * baseline]
+    slow = [(at, t) for at, t in zip(started, took, strict=True) if t > slow_factor * baseline]
     return {
         "units": len(took),
         "baseline_ms": round(baseline * 1000, 3),
         "slow_units": len(slow),
         "slow_factor": slow_factor,
-        "extra_ms": round(sum(t - baseline for t in slow) * 1000, 1),
+        "extra_ms": round(sum(t - baseline for _, t in slow) * 1000, 1),
         "worst_ms": round(max(took, default=0.0) * 1000, 2),
-        "slow_at": [round(at, 4) for at, t in zip(started, took, strict=True) if t > slow_factor * baseline],
+        "slow_at": [round(at, 4) for at, _ in slow],
     }
 
 
