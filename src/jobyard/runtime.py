@@ -42,7 +42,9 @@ class Runtime:
         self.broker = broker or create_broker(settings)
         self.kv = kv or create_kv(settings)
         self.results = ResultStore(self.kv, settings.result_ttl)
-        self.cache = Cache(self.kv, "api", local_ttl=1.0)
+        # Local copies live as long as the values in Redis: every write of a job is announced to every API process,
+        # and a process that may have missed an announcement serves no local copy (``jobyard.kv.cache``).
+        self.cache = Cache(self.kv, "api", local_ttl=settings.cache_ttl)
         self.events = EventBus(self.kv, self.cache)
         self.user_cache = UserCache(self.kv)
         self.rate_limiter = RateLimiter(self.kv, parse_limits(settings.rate_limits), settings.rate_limit_fallback)

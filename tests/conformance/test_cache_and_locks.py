@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from jobyard.errors import KVUnavailable
-from jobyard.kv.base import KV
+from jobyard.kv import cache as cache_module
+from jobyard.kv.base import HEARTBEAT, KV, SubscriptionWatch
 from jobyard.kv.cache import Cache, UserCache
 from jobyard.kv.memory import MemoryKV
+from jobyard.kv.redis import RedisKV
 from jobyard.locks import Lock, LockLost, LockTimeout
 from jobyard.store import Repository
+from tests import services
+
+
+@contextlib.asynccontextmanager
+async def listening(*caches: Cache) -> AsyncIterator[None]:
+    """The caches hear the announced writes (as the API's do), from when their subscription is confirmed."""
+    tasks = [asyncio.create_task(cache.listen()) for cache in caches]
+    try:
+        async with asyncio.timeout(5):
+            while not all(cache.listening for cache in caches):  # noqa: ASYNC110 - a plain flag, polled
+                await asyncio.sleep(0.01)
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_missing_key_is_computed_once_across_processes(kv: KV) -> None:
@@ -65,17 +90,18 @@ async def test_an_announced_write_drops_the_local_copies_of_its_groups_and_no_ot
     async def value() -> bytes:
         return b"v"
 
-    for key, group in (("a1", "a"), ("a2", "a"), ("b", "b")):  # two copies of job a (say its status and a page)
-        await api.get_or_set(group, key, value, 30)
-    api.drop_local(["a", "c"])  # what an announced write of jobs a and c does in every process
-    held = api.stats.local_hits
-    assert await api.get_or_set("b", "b", value, 30) == b"v"
-    assert api.stats.local_hits == held + 1  # b was not written: still served from the local copy
-    assert await api.get_or_set("a", "a1", value, 30) == b"v"
-    assert await api.get_or_set("a", "a2", value, 30) == b"v"
-    assert api.stats.local_hits == held + 1  # both of a's copies were dropped
-    assert await api.get_or_set("a", "a1", value, 30) == b"v"
-    assert api.stats.local_hits == held + 2  # and a's next read keeps a copy again
+    async with listening(api):
+        for key, group in (("a1", "a"), ("a2", "a"), ("b", "b")):  # two copies of job a (its status and a page)
+            await api.get_or_set(group, key, value, 30)
+        api.drop_local(["a", "c"])  # what an announced write of jobs a and c does in every process
+        held = api.stats.local_hits
+        assert await api.get_or_set("b", "b", value, 30) == b"v"
+        assert api.stats.local_hits == held + 1  # b was not written: still served from the local copy
+        assert await api.get_or_set("a", "a1", value, 30) == b"v"
+        assert await api.get_or_set("a", "a2", value, 30) == b"v"
+        assert api.stats.local_hits == held + 1  # both of a's copies were dropped
+        assert await api.get_or_set("a", "a1", value, 30) == b"v"
+        assert api.stats.local_hits == held + 2  # and a's next read keeps a copy again
 
 
 async def test_local_copies_let_go_when_too_many_are_held_are_dropped_cleanly_by_a_later_write() -> None:
@@ -84,18 +110,41 @@ async def test_local_copies_let_go_when_too_many_are_held_are_dropped_cleanly_by
     async def value() -> bytes:
         return b"v"
 
-    for i in range(10_050):  # more copies than a process keeps: the oldest half is let go on the way
-        await api.get_or_set(f"job{i}", f"job{i}", value, 30)
-    api.drop_local(["job1", "job10049"])  # one copy let go already, one held
-    held = api.stats.local_hits
-    assert await api.get_or_set("job10048", "job10048", value, 30) == b"v"
-    assert api.stats.local_hits == held + 1
-    assert await api.get_or_set("job10049", "job10049", value, 30) == b"v"
-    assert await api.get_or_set("job1", "job1", value, 30) == b"v"
-    assert api.stats.local_hits == held + 1  # neither was served locally
-    api.drop_all_local()
-    assert await api.get_or_set("job10048", "job10048", value, 30) == b"v"
-    assert api.stats.local_hits == held + 1
+    async with listening(api):
+        for i in range(10_050):  # more copies than a process keeps: the oldest half is let go on the way
+            await api.get_or_set(f"job{i}", f"job{i}", value, 30)
+            if i % 500 == 0:
+                await asyncio.sleep(0)  # the listener's turn (it shows the announcements complete)
+        api.drop_local(["job1", "job10049"])  # one copy let go already, one held
+        held = api.stats.local_hits
+        assert await api.get_or_set("job10048", "job10048", value, 30) == b"v"
+        assert api.stats.local_hits == held + 1
+        assert await api.get_or_set("job10049", "job10049", value, 30) == b"v"
+        assert await api.get_or_set("job1", "job1", value, 30) == b"v"
+        assert api.stats.local_hits == held + 1  # neither was served locally
+        api.drop_all_local()
+        assert await api.get_or_set("job10048", "job10048", value, 30) == b"v"
+        assert api.stats.local_hits == held + 1
+
+
+async def test_local_copies_are_bounded_in_bytes_too_and_the_newest_are_kept() -> None:
+    api = Cache(MemoryKV(), "t", local_ttl=60)
+    big = b"x" * (1024 * 1024)
+
+    async def value() -> bytes:
+        return big
+
+    async with listening(api):
+        for i in range(40):  # 40 MiB of copies: more than a process keeps
+            await api.get_or_set(f"job{i}", f"job{i}", value, 30)
+        held = api.stats.local_hits
+        assert await api.get_or_set("job39", "job39", value, 30) == big
+        assert api.stats.local_hits == held + 1  # the newest copy is held
+        assert await api.get_or_set("job0", "job0", value, 30) == big
+        assert api.stats.local_hits == held + 1  # the oldest was let go
+        assert api._local_bytes == sum(len(entry[1]) for entry in api._local.values()) <= cache_module.MAX_LOCAL_BYTES
+        api.drop_local(["job39"])
+        assert api._local_bytes == sum(len(entry[1]) for entry in api._local.values())
 
 
 class _CountingKV:
@@ -218,18 +267,241 @@ async def test_a_fill_that_races_a_write_keeps_no_local_copy(kv: KV) -> None:
     async def read() -> bytes:
         return source["v"]
 
-    racing = asyncio.create_task(api.get_or_set("job1", "k", slow_stale_read, 30))
-    await asyncio.sleep(0.02)
-    source["v"] = b"new"
-    await api.invalidate(["job1"])  # the write commits while the read is under way
-    assert await racing == b"old"
-    # The next read must not be served the racing read's value from the local copy for the next minute.
-    assert await api.get_or_set("job1", "k", read, 30) == b"new"
-    # Another group's drop does not stop a later read of job1 from being kept locally.
-    assert await api.get_or_set("job1", "k", read, 30) == b"new"
-    await api.invalidate(["job2"])
-    source["v"] = b"newer, but job1 was not invalidated"
-    assert await api.get_or_set("job1", "k", read, 30) == b"new"
+    async with listening(api):
+        racing = asyncio.create_task(api.get_or_set("job1", "k", slow_stale_read, 30))
+        await asyncio.sleep(0.02)
+        source["v"] = b"new"
+        await api.invalidate(["job1"])  # the write commits while the read is under way
+        assert await racing == b"old"
+        # The next read must not be served the racing read's value from the local copy for the next minute.
+        assert await api.get_or_set("job1", "k", read, 30) == b"new"
+        # Another group's drop does not stop a later read of job1 from being kept locally.
+        assert await api.get_or_set("job1", "k", read, 30) == b"new"
+        await api.invalidate(["job2"])
+        source["v"] = b"newer, but job1 was not invalidated"
+        assert await api.get_or_set("job1", "k", read, 30) == b"new"
+
+
+async def _value() -> bytes:
+    return b"v"
+
+
+async def test_a_process_that_does_not_hear_the_announcements_keeps_no_local_copy(kv: KV) -> None:
+    api = Cache(kv, "t", local_ttl=60)
+    for _ in range(3):
+        assert await api.get_or_set("job1", "k", _value, 30) == b"v"
+    assert api.stats.local_hits == 0  # every read asked the shared cache, which every write invalidates
+    async with listening(api):
+        await api.get_or_set("job1", "k", _value, 30)
+        await api.get_or_set("job1", "k", _value, 30)
+        assert api.stats.local_hits == 1
+    # It stopped listening: what it held is dropped, and no read keeps a copy.
+    assert not api.listening
+    await api.get_or_set("job1", "k", _value, 30)
+    await api.get_or_set("job1", "k", _value, 30)
+    assert api.stats.local_hits == 1
+
+
+class _SilentKV(MemoryKV):
+    """A KV whose subscription is confirmed and then goes quiet: a connection that broke without an error yet."""
+
+    async def subscribe(
+        self, *channels: str, watch: SubscriptionWatch | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        if watch is not None:
+            watch.subscribed()
+            watch.heard(time.monotonic())
+        await asyncio.Event().wait()
+        yield ("", b"")  # never reached
+
+
+async def test_local_copies_are_not_served_once_the_subscription_has_not_been_heard_from_for_a_while() -> None:
+    api = Cache(_SilentKV(), "t", local_ttl=60)
+    async with listening(api):
+        await api.get_or_set("job1", "k", _value, 30)
+        await api.get_or_set("job1", "k", _value, 30)
+        assert api.stats.local_hits == 1  # just confirmed: served locally
+        await asyncio.sleep(cache_module.HEARD_WITHIN + 0.1)
+        await api.get_or_set("job1", "k", _value, 30)
+        assert api.stats.local_hits == 1 and api.stats.hits == 1  # not heard from since: asked the shared cache
+
+
+class _Recorder:
+    """A subscription watch that notes its calls: (kind, when, since) with ``since`` the time ``heard`` vouches for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, float]] = []
+
+    def subscribed(self) -> None:
+        self.calls.append(("subscribed", time.monotonic(), 0.0))
+
+    def heard(self, since: float) -> None:
+        self.calls.append(("heard", time.monotonic(), since))
+
+
+async def test_a_watched_subscription_is_confirmed_then_heard_from_at_least_every_heartbeat(kv: KV) -> None:
+    recorder = _Recorder()
+    received: list[bytes] = []
+
+    async def consume() -> None:
+        async for _channel, message in kv.subscribe("jobyard-test-watch", watch=recorder):
+            received.append(message)
+
+    consumer = asyncio.create_task(consume())
+    try:
+        async with asyncio.timeout(5):
+            while not any(kind == "heard" for kind, _, _ in recorder.calls):  # noqa: ASYNC110 - a list, polled
+                await asyncio.sleep(0.01)
+        await kv.publish("jobyard-test-watch", b"m")
+        await asyncio.sleep(0.6)
+        assert received == [b"m"]
+        assert [kind for kind, _, _ in recorder.calls].count("subscribed") == 1 and recorder.calls[0][0] == "subscribed"
+        heard = [(at, since) for kind, at, since in recorder.calls if kind == "heard"]
+        assert len(heard) >= 3 and max(b[0] - a[0] for a, b in itertools.pairwise(heard)) < 4 * HEARTBEAT
+        assert all(since <= at for at, since in heard)
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+
+ON_REDIS = pytest.mark.parametrize("kv", [pytest.param("redis", marks=pytest.mark.integration)], indirect=True)
+
+
+async def _until(condition: Any, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - any condition, polled
+            await asyncio.sleep(0.01)
+
+
+@ON_REDIS
+async def test_a_cut_subscription_stops_local_reads_until_it_is_confirmed_again(kv: RedisKV) -> None:
+    # A local copy is served without asking Redis: an announcement missed while the subscription was broken (a
+    # Redis restart, a network fault) would leave it stale for as long as it lives.
+    cache = Cache(kv, "t", local_ttl=60)
+    listener = asyncio.create_task(cache.listen())
+    try:
+        await _until(lambda: cache.listening, 5)
+        await cache.get_or_set("job1", "k", _value, 30)
+        await cache.get_or_set("job1", "k", _value, 30)
+        assert cache.stats.local_hits == 1
+
+        await kv._client.client_kill_filter(_type="pubsub")
+        await _until(lambda: not cache.listening, 5)
+        await cache.get_or_set("job1", "k", _value, 30)
+        assert cache.stats.local_hits == 1  # the copy was dropped
+
+        await _until(lambda: cache.listening, 10)
+        await cache.get_or_set("job1", "k", _value, 30)
+        await cache.get_or_set("job1", "k", _value, 30)
+        assert cache.stats.local_hits == 2  # listening again: copies are kept again
+        await cache.invalidate(["job1"])
+        await cache.get_or_set("job1", "k", _value, 30)
+        assert cache.stats.local_hits == 2  # and announced writes still drop them
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+@ON_REDIS
+async def test_a_subscription_that_redis_py_mends_by_itself_is_confirmed_again(kv: RedisKV) -> None:
+    # With retries configured, redis-py reconnects a cut subscription and subscribes again without an error:
+    # what was published in between is lost, and only the new confirmation tells.
+    kv._client.set_retry(Retry(NoBackoff(), 3))
+    recorder = _Recorder()
+    received: list[bytes] = []
+
+    async def consume() -> None:
+        async for _channel, message in kv.subscribe("jobyard-test-mend", watch=recorder):
+            received.append(message)
+
+    consumer = asyncio.create_task(consume())
+    try:
+        await _until(lambda: any(kind == "heard" for kind, _, _ in recorder.calls), 5)
+        await kv._client.client_kill_filter(_type="pubsub")  # (only this test's process subscribes meanwhile)
+        cut = time.monotonic()
+        await _until(lambda: [kind for kind, _, _ in recorder.calls].count("subscribed") == 2, 10)
+        assert not consumer.done()  # mended, not failed
+        mended = next(at for kind, at, _ in recorder.calls if kind == "subscribed" and at > cut)
+        # Nothing vouched for the time after the cut before the new confirmation.
+        assert not [since for kind, at, since in recorder.calls if kind == "heard" and at < mended and since > cut]
+        await kv.publish("jobyard-test-mend", b"after")
+        await _until(lambda: received == [b"after"], 5)
+        await _until(lambda: recorder.calls[-1][0] == "heard" and recorder.calls[-1][2] > mended, 5)
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+
+class _Proxy:
+    """A TCP relay to Redis that can stall: bytes stop flowing both ways, and no connection is closed."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port, self.flowing = host, port, asyncio.Event()
+        self.flowing.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self._writers += [writer, up_writer]
+        self._tasks += [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self.flowing.wait()
+            writer.write(data)
+            await writer.drain()
+
+    async def close(self) -> None:
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+
+
+@ON_REDIS
+async def test_a_subscription_that_stalls_without_an_error_stops_local_reads_within_a_second(kv: RedisKV) -> None:
+    # A connection that died without an error (a partition, a dropped idle connection) looks like a quiet channel:
+    # only a ping answered down the subscription's own connection shows that no announcement is missing.
+    url = urlsplit(services.REDIS_URL)
+    proxy = _Proxy(url.hostname or "127.0.0.1", url.port or 6379)
+    proxied = RedisKV(urlunsplit(url._replace(netloc=f"127.0.0.1:{await proxy.start()}")))
+    cache, source = Cache(proxied, "t", local_ttl=60), {"v": b"old"}
+
+    async def read() -> bytes:
+        return source["v"]
+
+    listener = asyncio.create_task(cache.listen())
+    try:
+        await _until(lambda: cache.listening, 5)
+        await asyncio.sleep(0.3)  # its first ping answered
+        assert await cache.get_or_set("job1", "k", read, 30) == b"old"
+        assert await cache.get_or_set("job1", "k", read, 30) == b"old"
+        assert cache.stats.local_hits == 1
+
+        proxy.flowing.clear()
+        stalled = time.monotonic()
+        source["v"] = b"new"
+        await Cache(kv, "t", local_ttl=0).invalidate(["job1"])  # a write, announced by another process
+        while await cache.get_or_set("job1", "k", read, 30) == b"old":
+            assert time.monotonic() - stalled < cache_module.HEARD_WITHIN + 0.5, "a stale copy was served on"
+            await asyncio.sleep(0.05)
+        await _until(lambda: not cache.listening, 5)  # and the stalled subscription is given up
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        proxy.flowing.set()
+        await proxied.close()
+        await proxy.close()
 
 
 async def test_the_user_cache_stores_json_with_a_ttl(kv: KV) -> None:
@@ -260,7 +532,7 @@ class DeadKV(MemoryKV):
             return down
         return super().__getattribute__(name)
 
-    async def subscribe(self, *channels: str) -> Any:
+    async def subscribe(self, *channels: str, watch: SubscriptionWatch | None = None) -> Any:
         raise KVUnavailable("Redis is unreachable")
         yield  # an async generator, like the real one
 

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+HEARTBEAT = 0.25  # seconds between a watched subscription's checks that it still works (``heard``)
+
 
 @dataclass(frozen=True, slots=True)
 class RateDecision:
@@ -35,6 +37,17 @@ class Writes:
 
     def __bool__(self) -> bool:
         return bool(self.sets or self.incrs or self.publishes)
+
+
+class SubscriptionWatch(Protocol):
+    """Told how a subscription fares, so a subscriber can know it has missed nothing (see ``KV.subscribe``)."""
+
+    def subscribed(self) -> None:
+        """The subscription is in place, first or again: messages published before now may have been missed."""
+
+    def heard(self, since: float) -> None:
+        """Everything published before ``since`` (a ``time.monotonic()`` reading), and after the latest
+        ``subscribed``, has been delivered and handled."""
 
 
 class KV(Protocol):
@@ -68,8 +81,13 @@ class KV(Protocol):
     async def apply(self, writes: Writes) -> None:
         """Every write of ``writes`` in one round trip, in their order (sets, counters, publishes)."""
 
-    def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
-        """Yield (channel, message) for the given channels until the iterator is closed."""
+    def subscribe(self, *channels: str, watch: SubscriptionWatch | None = None) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield (channel, message) for the given channels until the iterator is closed.
+
+        With ``watch``: ``subscribed()`` each time the subscription is confirmed (again, after a reconnect), and
+        ``heard(since)`` about every ``HEARTBEAT`` seconds while it works (on Redis, when a ping down the
+        subscription's connection is answered). A subscription that stops working raises.
+        """
 
     async def ping(self) -> None: ...
 

@@ -2,11 +2,18 @@
 
 A value is stored as ``{generation}:{bytes}`` where the generation is the one read *before* computing it.
 Every write bumps its group's generation (e.g. one job), so a value computed from data older than the last
-write never counts as a hit, even if it was stored after the invalidation. Each process also keeps a short-lived
-local copy, dropped when the bump is announced on pub/sub; a read that was under way when its group was dropped
-does not keep a local copy (it may hold data from before the write). Within a process, the readers of a key whose
-recompute for the same generation is under way wait for its outcome (across processes, a fill lock and a short
-poll). If Redis is down, reads go to the source.
+write never counts as a hit, even if it was stored after the invalidation. Within a process, the readers of a key
+whose recompute for the same generation is under way wait for its outcome (across processes, a fill lock and a
+short poll). If Redis is down, reads go to the source.
+
+A process that listens for the announcements (``listen``) also keeps local copies, each dropped when a write of its
+group is announced on pub/sub, and kept for at most the TTL from when it was read. A local copy is served without
+asking Redis, so it is only kept and served while the process cannot have missed an announcement: from the
+subscription's confirmation on (everything read before it is dropped, again after any reconnect), and only while
+the subscription has shown, within the last ``HEARD_WITHIN`` seconds, that every announcement published until then
+has been handled (on Redis, a ping down the subscription's connection answered after them). A subscription that
+died without an error, or a listener that fell behind, stops local reads within that time. A read that was under
+way when its group was dropped keeps no local copy (it may hold data from before the write).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ log = logging.getLogger("jobyard.cache")
 
 GENERATION_TTL = 7 * 86400.0  # outlives any cached value, so a generation never silently resets under one
 FILL_LOCK_TTL = 5.0
+HEARD_WITHIN = 1.0  # seconds: local copies are served only while the announcements were shown complete this recently
+MAX_LOCAL_COPIES = 10_000
+MAX_LOCAL_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -54,7 +64,10 @@ class Cache:
         self.local_ttl = local_ttl
         self.wait_for_fill = wait_for_fill
         self.stats = CacheStats()
-        self._local: dict[str, tuple[str, bytes, float]] = {}  # key → (group, value, expires)
+        self._local: dict[str, tuple[str, bytes, float]] = {}  # key → (group, value, expires), oldest first
+        self._local_bytes = 0
+        self._listening = False  # the announcements' subscription is confirmed (see the module's docstring)
+        self._heard_at = -HEARD_WITHIN  # every announcement published before this time has been handled
         # group → its keys in ``_local``: an announced write drops its groups' copies without walking every copy
         # (with 10,000 copies held, that walk took about 2 ms per announcement, and workers announce many a second)
         self._by_group: dict[str, set[str]] = {}
@@ -70,9 +83,11 @@ class Cache:
 
     async def get_or_set(self, group: str, key: str, compute: Callable[[], Awaitable[bytes]], ttl: float) -> bytes:
         local = self._local.get(key)
-        if local is not None and local[2] > time.monotonic():
-            self.stats.local_hits += 1
-            return local[1]
+        if local is not None:
+            now = time.monotonic()
+            if local[2] > now and now - self._heard_at < HEARD_WITHIN:
+                self.stats.local_hits += 1
+                return local[1]
         started = self._drops
         value_key, gen_key = keys.cache_value(self.namespace, key), keys.cache_generation(self.namespace, group)
         try:
@@ -154,18 +169,26 @@ class Cache:
         return value
 
     def _remember(self, group: str, key: str, value: bytes, started: int) -> None:
-        if self.local_ttl <= 0 or self._all_dropped > started or self._dropped.get(group, 0) > started:
-            return  # no local copy, or the group was dropped while this value was being read
-        previous = self._local.get(key)
-        if previous is not None and previous[0] != group:
-            self._unindex(previous[0], key)
+        if self.local_ttl <= 0 or not self._listening:
+            return  # no local copies, or nothing tells this process when to drop them
+        if self._all_dropped > started or self._dropped.get(group, 0) > started:
+            return  # the group was dropped while this value was being read
+        self._forget(key)  # a key's new copy goes to the end: the oldest are let go first
         self._local[key] = (group, value, time.monotonic() + self.local_ttl)
+        self._local_bytes += len(value)
         self._by_group.setdefault(group, set()).add(key)
-        if len(self._local) > 10_000:  # bounded: drop the oldest half
-            for old in list(self._local)[:5_000]:
-                entry = self._local.pop(old, None)
-                if entry is not None:
-                    self._unindex(entry[0], old)
+        if len(self._local) > MAX_LOCAL_COPIES or self._local_bytes > MAX_LOCAL_BYTES:
+            # bounded: let go of the oldest copies, down to half of both bounds
+            while self._local and (
+                len(self._local) > MAX_LOCAL_COPIES // 2 or self._local_bytes > MAX_LOCAL_BYTES // 2
+            ):
+                self._forget(next(iter(self._local)))
+
+    def _forget(self, key: str) -> None:
+        entry = self._local.pop(key, None)
+        if entry is not None:
+            self._local_bytes -= len(entry[1])
+            self._unindex(entry[0], key)
 
     def _unindex(self, group: str, key: str) -> None:
         group_keys = self._by_group.get(group)
@@ -214,6 +237,7 @@ class Cache:
         self._all_dropped = self._drops
         self._dropped.clear()
         self._local.clear()
+        self._local_bytes = 0
         self._by_group.clear()
 
     def drop_local(self, groups: Sequence[str]) -> None:
@@ -224,27 +248,79 @@ class Cache:
         for group in groups:
             self._dropped[group] = self._drops
             for key in self._by_group.pop(group, ()):
-                self._local.pop(key, None)
+                entry = self._local.pop(key, None)
+                if entry is not None:
+                    self._local_bytes -= len(entry[1])
+
+    @property
+    def listening(self) -> bool:
+        """Whether this process hears every announced write now (it keeps local copies only then)."""
+        return self._listening
+
+    def subscribed(self) -> None:
+        """The announcements' subscription is confirmed: copies from before may have missed some, the next may not.
+
+        Copies are served again once ``heard`` shows the announcements complete (on Redis, a moment later)."""
+        self.drop_all_local()
+        self._listening = True
+
+    def heard(self, since: float) -> None:
+        """Every announcement published before ``since`` (``time.monotonic()``) has been handled."""
+        self._heard_at = max(self._heard_at, since)
+
+    def not_listening(self) -> None:
+        """Announcements may be missed from now on: no local copies until the subscription is confirmed again."""
+        self._listening = False
+        self.drop_all_local()
 
     async def listen(self) -> None:
-        """Drop local copies when any process announces a write (run as a background task)."""
+        """Drop local copies when any process announces a write (run as a background task).
+
+        Local copies are kept only while this runs (see the module's docstring)."""
         await listen_for_invalidations(self.kv, [self])
+
+
+class _Listening:
+    """One subscription's fortunes, told to every cache it serves."""
+
+    def __init__(self, caches: Sequence[Cache]) -> None:
+        self.caches = caches
+
+    def subscribed(self) -> None:
+        for cache in self.caches:
+            cache.subscribed()
+
+    def heard(self, since: float) -> None:
+        for cache in self.caches:
+            cache.heard(since)
+
+    def lost(self) -> None:
+        for cache in self.caches:
+            cache.not_listening()
 
 
 async def listen_for_invalidations(kv: KV, caches: Sequence[Cache]) -> None:
     """One subscription for several caches: each drops the local copies of the groups announced in its namespace."""
     by_namespace = {cache.namespace: cache for cache in caches}
-    while True:
-        try:
-            async for _channel, raw in kv.subscribe(keys.cache_invalidation_channel()):
-                message = jsonutil.loads(raw)
-                cache = by_namespace.get(message.get("namespace"))
-                if cache is not None:
-                    cache.drop_local(message.get("groups", []))
-        except KVError:
-            for cache in caches:
-                cache.drop_all_local()  # we may miss announcements while Redis is away
-            await asyncio.sleep(1.0)
+    watch = _Listening(caches)
+    try:
+        while True:
+            try:
+                async for _channel, raw in kv.subscribe(keys.cache_invalidation_channel(), watch=watch):
+                    try:
+                        message = jsonutil.loads(raw)
+                        cache = by_namespace.get(message.get("namespace"))
+                        groups = list(message.get("groups", []))
+                    except (ValueError, AttributeError, TypeError):
+                        log.warning("ignored a malformed cache announcement: %.200r", raw)
+                        continue
+                    if cache is not None:
+                        cache.drop_local(groups)
+            except KVError:
+                watch.lost()  # announcements may be missed while Redis is away
+                await asyncio.sleep(1.0)
+    finally:
+        watch.lost()
 
 
 class UserCache:

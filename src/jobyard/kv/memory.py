@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from jobyard.kv.base import RateDecision, Writes
+from jobyard.kv.base import HEARTBEAT, RateDecision, SubscriptionWatch, Writes
 
 
 class MemoryKV:
@@ -90,13 +90,26 @@ class MemoryKV:
         for channel, message in writes.publishes:
             await self.publish(channel, message)
 
-    async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
+    async def subscribe(
+        self, *channels: str, watch: SubscriptionWatch | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
         queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         for channel in channels:
             self._subscribers.setdefault(channel, set()).add(queue)
         try:
+            if watch is None:
+                while True:
+                    yield await queue.get()
+            watch.subscribed()
             while True:
-                yield await queue.get()
+                if queue.empty():  # every message published until now has been handled
+                    watch.heard(time.monotonic())
+                try:
+                    async with asyncio.timeout(HEARTBEAT):
+                        item = await queue.get()
+                except TimeoutError:
+                    continue
+                yield item
         finally:
             for channel in channels:
                 subs = self._subscribers.get(channel)

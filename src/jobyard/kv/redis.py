@@ -16,7 +16,7 @@ import redis.exceptions
 
 from jobyard.errors import KVError, KVUnavailable
 from jobyard.kv import scripts
-from jobyard.kv.base import RateDecision, Writes
+from jobyard.kv.base import HEARTBEAT, RateDecision, SubscriptionWatch, Writes
 
 log = logging.getLogger("jobyard.kv.redis")
 
@@ -67,6 +67,7 @@ class RedisKV:
         )
         self._client = aioredis.Redis(connection_pool=pool)
         self._url = url
+        self._socket_timeout = socket_timeout
         # Registered scripts run by EVALSHA, falling back to EVAL once after a SCRIPT FLUSH or restart.
         self._gcra = self._client.register_script(scripts.GCRA)
         self._release = self._client.register_script(scripts.RELEASE_IF_OWNER)
@@ -172,17 +173,48 @@ class RedisKV:
         async with self._guard():
             await self._apply(keys=keys, args=args)
 
-    async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
+    async def subscribe(
+        self, *channels: str, watch: SubscriptionWatch | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
         async with self._guard():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub(ignore_subscribe_messages=watch is None)
             await pubsub.subscribe(*channels)
+        # With a watch, a ping goes down the subscription's own connection every HEARTBEAT. Redis answers in order,
+        # so its answer comes after everything published before it was sent: only that proves nothing was missed
+        # (a connection that died without an error looks like a quiet channel). Unanswered within the socket
+        # timeout, the subscription fails. redis-py may mend a broken connection by itself and subscribe again,
+        # losing what was published meanwhile: the new confirmations tell the watch (each one counts, so with
+        # several channels the last one does), and a ping sent before it is never answered.
+        pings, sent_at, next_ping = 0, None, 0.0
         try:
             while True:
+                wait = 1.0
+                if watch is not None:
+                    now = time.monotonic()
+                    if sent_at is None and now >= next_ping:
+                        pings += 1
+                        async with self._guard():
+                            await pubsub.ping(b"jobyard-%d" % pings)
+                        sent_at, next_ping = now, now + HEARTBEAT
+                    elif sent_at is not None and now - sent_at > self._socket_timeout:
+                        raise KVUnavailable(f"the Redis subscription did not answer a ping in {self._socket_timeout} s")
+                    wait = HEARTBEAT if sent_at is not None else max(0.0, next_ping - now)
                 async with self._guard():
-                    message = await pubsub.get_message(timeout=1.0)
-                if message is not None and message["type"] == "message":
+                    message = await pubsub.get_message(timeout=wait)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind == "message":
                     channel = message["channel"]
                     yield (channel.decode() if isinstance(channel, bytes) else channel, message["data"])
+                elif watch is None:
+                    continue
+                elif kind == "subscribe":
+                    sent_at, next_ping = None, 0.0
+                    watch.subscribed()
+                elif kind == "pong" and sent_at is not None and message["data"] == b"jobyard-%d" % pings:
+                    watch.heard(sent_at)
+                    sent_at = None
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
