@@ -31,7 +31,7 @@ async def listening(*caches: Cache) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(cache.listen()) for cache in caches]
     try:
         async with asyncio.timeout(5):
-            while not all(cache.listening for cache in caches):  # noqa: ASYNC110 - a plain flag, polled
+            while not all(cache.serves_local_copies for cache in caches):  # noqa: ASYNC110 - a flag, polled
                 await asyncio.sleep(0.01)
         yield
     finally:
@@ -56,32 +56,33 @@ async def test_a_missing_key_is_computed_once_across_processes(kv: KV) -> None:
 
 async def test_a_write_invalidates_every_copy_and_a_stale_fill_is_not_served(kv: KV) -> None:
     source = {"v": b"old"}
-    api_1, api_2 = Cache(kv, "t", local_ttl=60), Cache(kv, "t", local_ttl=60)
-    listener = asyncio.create_task(api_2.listen())
-    await asyncio.sleep(0.2)
+    api_1, api_2 = Cache(kv, "t", local_ttl=60), Cache(kv, "t", local_ttl=60)  # api_2 listens, api_1 does not
 
     async def read() -> bytes:
         return source["v"]
-
-    assert await api_1.get_or_set("job1", "k", read, 30) == b"old"
-    assert await api_2.get_or_set("job1", "k", read, 30) == b"old"
 
     async def slow_stale_read() -> bytes:  # read the source, then lose the race to a write
         value = source["v"]
         await asyncio.sleep(0.2)
         return value
 
-    api_3 = Cache(kv, "t", local_ttl=0)
-    await api_3.invalidate(["job1"])  # a miss on the next read...
-    stale_fill = asyncio.create_task(api_3.get_or_set("job1", "k", slow_stale_read, 30))
-    await asyncio.sleep(0.05)
-    source["v"] = b"new"
-    await api_1.invalidate(["job1"])  # ...while a write commits and invalidates
-    assert await stale_fill == b"old"  # that caller saw the old value, as it read it before the write
-    await asyncio.sleep(0.2)  # the announcement reaches api_2's listener
-    assert await api_2.get_or_set("job1", "k", read, 30) == b"new"
-    assert await api_1.get_or_set("job1", "k", read, 30) == b"new"
-    listener.cancel()
+    async with listening(api_2):
+        assert await api_1.get_or_set("job1", "k", read, 30) == b"old"
+        assert await api_2.get_or_set("job1", "k", read, 30) == b"old"
+        assert await api_2.get_or_set("job1", "k", read, 30) == b"old"
+        assert api_2.stats.local_hits == 1  # api_2 holds its own copy
+
+        api_3 = Cache(kv, "t", local_ttl=0)
+        await api_3.invalidate(["job1"])  # a miss on the next read...
+        stale_fill = asyncio.create_task(api_3.get_or_set("job1", "k", slow_stale_read, 30))
+        await asyncio.sleep(0.05)
+        source["v"] = b"new"
+        await api_1.invalidate(["job1"])  # ...while a write commits and invalidates
+        assert await stale_fill == b"old"  # that caller saw the old value, as it read it before the write
+        await asyncio.sleep(0.2)  # the announcements reach api_2's listener, which drops its copy
+        assert await api_2.get_or_set("job1", "k", read, 30) == b"new"
+        assert await api_1.get_or_set("job1", "k", read, 30) == b"new"
+        assert api_2.stats.local_hits == 1
 
 
 async def test_an_announced_write_drops_the_local_copies_of_its_groups_and_no_others(kv: KV) -> None:

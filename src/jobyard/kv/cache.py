@@ -257,6 +257,11 @@ class Cache:
         """Whether this process hears every announced write now (it keeps local copies only then)."""
         return self._listening
 
+    @property
+    def serves_local_copies(self) -> bool:
+        """Whether a local copy would be served now: listening, and the announcements shown complete lately."""
+        return self._listening and time.monotonic() - self._heard_at < HEARD_WITHIN
+
     def subscribed(self) -> None:
         """The announcements' subscription is confirmed: copies from before may have missed some, the next may not.
 
