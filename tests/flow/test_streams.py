@@ -52,8 +52,13 @@ async def wait_for_clients(s: Stack, count: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def read_sse(http: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None) -> list[SseEvent]:
-    """Every event of a job stream until the server ends it."""
+async def read_sse(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str] | None = None,
+    on_first: Callable[[], None] | None = None,
+) -> list[SseEvent]:
+    """Every event of a job stream until the server ends it; ``on_first`` is called when the first one arrives."""
     events: list[SseEvent] = []
     async with http.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200
@@ -61,6 +66,8 @@ async def read_sse(http: httpx.AsyncClient, url: str, headers: dict[str, str] | 
         async for item in sse_events(response):
             if isinstance(item, SseEvent):
                 events.append(item)
+                if on_first is not None and len(events) == 1:
+                    on_first()
     return events
 
 
@@ -167,8 +174,18 @@ async def test_many_clients_of_one_job_each_receive_every_event(make_settings: A
     ):
         gate, actions = gated_job(3)
         job_id = await s.submit(actions)
-        readers = [asyncio.create_task(read_sse(http, f"/api/jobs/{job_id}/events")) for _ in range(clients)]
+        snapshots: list[int] = []
+        readers = [
+            asyncio.create_task(read_sse(http, f"/api/jobs/{job_id}/events", on_first=lambda: snapshots.append(1)))
+            for _ in range(clients)
+        ]
+        # Every client has its snapshot before the job moves: a client whose snapshot were read only after the job
+        # finished (40 store reads at once, on a slow machine) would rightly get the final snapshot instead of the
+        # events.
         await wait_for_clients(s, clients)
+        async with asyncio.timeout(30):
+            while len(snapshots) < clients:  # noqa: ASYNC110 - a list, polled
+                await asyncio.sleep(0.02)
         GATES[gate].set()
         results = await asyncio.wait_for(asyncio.gather(*readers), 60)
     finals = [r[-1].event for r in results]
