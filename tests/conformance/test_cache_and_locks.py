@@ -25,14 +25,18 @@ from jobyard.store import Repository
 from tests import services
 
 
+async def _until(condition: Any, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - any condition, polled
+            await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def listening(*caches: Cache) -> AsyncIterator[None]:
-    """The caches hear the announced writes (as the API's do), from when their subscription is confirmed."""
+    """The caches hear the announced writes (as the API's do), from when they serve local copies."""
     tasks = [asyncio.create_task(cache.listen()) for cache in caches]
     try:
-        async with asyncio.timeout(5):
-            while not all(cache.serves_local_copies for cache in caches):  # noqa: ASYNC110 - a flag, polled
-                await asyncio.sleep(0.01)
+        await _until(lambda: all(cache.serves_local_copies for cache in caches), 5)
         yield
     finally:
         for task in tasks:
@@ -340,19 +344,26 @@ class _Recorder:
         self.calls.append(("heard", time.monotonic(), since))
 
 
-async def test_a_watched_subscription_is_confirmed_then_heard_from_at_least_every_heartbeat(kv: KV) -> None:
-    recorder = _Recorder()
-    received: list[bytes] = []
+@contextlib.asynccontextmanager
+async def watched(kv: KV, channel: str) -> AsyncIterator[tuple[_Recorder, list[bytes], asyncio.Task[None]]]:
+    """A subscription to ``channel`` with a recording watch, once first heard: the watch, the messages, its task."""
+    recorder, received = _Recorder(), []
 
     async def consume() -> None:
-        async for _channel, message in kv.subscribe("jobyard-test-watch", watch=recorder):
+        async for _channel, message in kv.subscribe(channel, watch=recorder):
             received.append(message)
 
     consumer = asyncio.create_task(consume())
     try:
-        async with asyncio.timeout(5):
-            while not any(kind == "heard" for kind, _, _ in recorder.calls):  # noqa: ASYNC110 - a list, polled
-                await asyncio.sleep(0.01)
+        await _until(lambda: any(kind == "heard" for kind, _, _ in recorder.calls), 5)
+        yield recorder, received, consumer
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+
+async def test_a_watched_subscription_is_confirmed_then_heard_from_at_least_every_heartbeat(kv: KV) -> None:
+    async with watched(kv, "jobyard-test-watch") as (recorder, received, _):
         await kv.publish("jobyard-test-watch", b"m")
         await asyncio.sleep(0.6)
         assert received == [b"m"]
@@ -360,18 +371,9 @@ async def test_a_watched_subscription_is_confirmed_then_heard_from_at_least_ever
         heard = [(at, since) for kind, at, since in recorder.calls if kind == "heard"]
         assert len(heard) >= 3 and max(b[0] - a[0] for a, b in itertools.pairwise(heard)) < 4 * HEARTBEAT
         assert all(since <= at for at, since in heard)
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
 
 
 ON_REDIS = pytest.mark.parametrize("kv", [pytest.param("redis", marks=pytest.mark.integration)], indirect=True)
-
-
-async def _until(condition: Any, seconds: float) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 - any condition, polled
-            await asyncio.sleep(0.01)
 
 
 @ON_REDIS
@@ -379,9 +381,7 @@ async def test_a_cut_subscription_stops_local_reads_until_it_is_confirmed_again(
     # A local copy is served without asking Redis: an announcement missed while the subscription was broken (a
     # Redis restart, a network fault) would leave it stale for as long as it lives.
     cache = Cache(kv, "t", local_ttl=60)
-    listener = asyncio.create_task(cache.listen())
-    try:
-        await _until(lambda: cache.listening, 5)
+    async with listening(cache):
         await cache.get_or_set("job1", "k", _value, 30)
         await cache.get_or_set("job1", "k", _value, 30)
         assert cache.stats.local_hits == 1
@@ -391,16 +391,13 @@ async def test_a_cut_subscription_stops_local_reads_until_it_is_confirmed_again(
         await cache.get_or_set("job1", "k", _value, 30)
         assert cache.stats.local_hits == 1  # the copy was dropped
 
-        await _until(lambda: cache.listening, 10)
+        await _until(lambda: cache.serves_local_copies, 10)
         await cache.get_or_set("job1", "k", _value, 30)
         await cache.get_or_set("job1", "k", _value, 30)
         assert cache.stats.local_hits == 2  # listening again: copies are kept again
         await cache.invalidate(["job1"])
         await cache.get_or_set("job1", "k", _value, 30)
         assert cache.stats.local_hits == 2  # and announced writes still drop them
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
 
 
 @ON_REDIS
@@ -408,16 +405,7 @@ async def test_a_subscription_that_redis_py_mends_by_itself_is_confirmed_again(k
     # With retries configured, redis-py reconnects a cut subscription and subscribes again without an error:
     # what was published in between is lost, and only the new confirmation tells.
     kv._client.set_retry(Retry(NoBackoff(), 3))
-    recorder = _Recorder()
-    received: list[bytes] = []
-
-    async def consume() -> None:
-        async for _channel, message in kv.subscribe("jobyard-test-mend", watch=recorder):
-            received.append(message)
-
-    consumer = asyncio.create_task(consume())
-    try:
-        await _until(lambda: any(kind == "heard" for kind, _, _ in recorder.calls), 5)
+    async with watched(kv, "jobyard-test-mend") as (recorder, received, consumer):
         await kv._client.client_kill_filter(_type="pubsub")  # (only this test's process subscribes meanwhile)
         cut = time.monotonic()
         await _until(lambda: [kind for kind, _, _ in recorder.calls].count("subscribed") == 2, 10)
@@ -428,9 +416,6 @@ async def test_a_subscription_that_redis_py_mends_by_itself_is_confirmed_again(k
         await kv.publish("jobyard-test-mend", b"after")
         await _until(lambda: received == [b"after"], 5)
         await _until(lambda: recorder.calls[-1][0] == "heard" and recorder.calls[-1][2] > mended, 5)
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
 
 
 class _Proxy:
@@ -481,25 +466,21 @@ async def test_a_subscription_that_stalls_without_an_error_stops_local_reads_wit
     async def read() -> bytes:
         return source["v"]
 
-    listener = asyncio.create_task(cache.listen())
     try:
-        await _until(lambda: cache.listening, 5)
-        await asyncio.sleep(0.3)  # its first ping answered
-        assert await cache.get_or_set("job1", "k", read, 30) == b"old"
-        assert await cache.get_or_set("job1", "k", read, 30) == b"old"
-        assert cache.stats.local_hits == 1
+        async with listening(cache):
+            assert await cache.get_or_set("job1", "k", read, 30) == b"old"
+            assert await cache.get_or_set("job1", "k", read, 30) == b"old"
+            assert cache.stats.local_hits == 1
 
-        proxy.flowing.clear()
-        stalled = time.monotonic()
-        source["v"] = b"new"
-        await Cache(kv, "t", local_ttl=0).invalidate(["job1"])  # a write, announced by another process
-        while await cache.get_or_set("job1", "k", read, 30) == b"old":
-            assert time.monotonic() - stalled < cache_module.HEARD_WITHIN + 0.5, "a stale copy was served on"
-            await asyncio.sleep(0.05)
-        await _until(lambda: not cache.listening, 5)  # and the stalled subscription is given up
+            proxy.flowing.clear()
+            stalled = time.monotonic()
+            source["v"] = b"new"
+            await Cache(kv, "t", local_ttl=0).invalidate(["job1"])  # a write, announced by another process
+            while await cache.get_or_set("job1", "k", read, 30) == b"old":
+                assert time.monotonic() - stalled < cache_module.HEARD_WITHIN + 0.5, "a stale copy was served on"
+                await asyncio.sleep(0.05)
+            await _until(lambda: not cache.listening, 5)  # and the stalled subscription is given up
     finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
         proxy.flowing.set()
         await proxied.close()
         await proxy.close()

@@ -248,9 +248,7 @@ class Cache:
         for group in groups:
             self._dropped[group] = self._drops
             for key in self._by_group.pop(group, ()):
-                entry = self._local.pop(key, None)
-                if entry is not None:
-                    self._local_bytes -= len(entry[1])
+                self._forget(key)
 
     @property
     def listening(self) -> bool:

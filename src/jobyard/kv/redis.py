@@ -185,7 +185,7 @@ class RedisKV:
         # timeout, the subscription fails. redis-py may mend a broken connection by itself and subscribe again,
         # losing what was published meanwhile: the new confirmations tell the watch (each one counts, so with
         # several channels the last one does), and a ping sent before it is never answered.
-        pings, sent_at, next_ping = 0, None, 0.0
+        pings, token, sent_at, next_ping = 0, b"", None, 0.0
         try:
             while True:
                 wait = 1.0
@@ -193,8 +193,9 @@ class RedisKV:
                     now = time.monotonic()
                     if sent_at is None and now >= next_ping:
                         pings += 1
+                        token = b"jobyard-%d" % pings
                         async with self._guard():
-                            await pubsub.ping(b"jobyard-%d" % pings)
+                            await pubsub.ping(token)
                         sent_at, next_ping = now, now + HEARTBEAT
                     elif sent_at is not None and now - sent_at > self._socket_timeout:
                         raise KVUnavailable(f"the Redis subscription did not answer a ping in {self._socket_timeout} s")
@@ -212,7 +213,7 @@ class RedisKV:
                 elif kind == "subscribe":
                     sent_at, next_ping = None, 0.0
                     watch.subscribed()
-                elif kind == "pong" and sent_at is not None and message["data"] == b"jobyard-%d" % pings:
+                elif kind == "pong" and sent_at is not None and message["data"] == token:
                     watch.heard(sent_at)
                     sent_at = None
         finally:
