@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 
 from jobyard.errors import KVUnavailable
 from jobyard.kv import cache as cache_module
+from jobyard.kv import keys
 from jobyard.kv.base import HEARTBEAT, KV, SubscriptionWatch
 from jobyard.kv.cache import Cache, UserCache
 from jobyard.kv.memory import MemoryKV
@@ -204,6 +205,65 @@ async def test_readers_in_one_process_wait_for_its_recompute_instead_of_each_pol
     got = await asyncio.gather(*(api.get_or_set("job1", "k", compute, 30) for _ in range(20)))
     assert got == [b"value"] * 20 and compute.calls == 1
     assert counting.fill_locks == 1  # one reader took the fill lock; the 19 others waited in the process
+
+
+class _SlowStoreKV:
+    """The KV, with storing a recomputed value held until ``release`` is set (a slow round trip under load);
+    with ``fail``, storing raises ``KVUnavailable`` instead."""
+
+    def __init__(self, kv: KV, *, fail: bool = False) -> None:
+        self._kv, self.fail = kv, fail
+        self.release = asyncio.Event()
+        self.storing = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kv, name)
+
+    async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:
+        self.storing.set()
+        if self.fail:
+            raise KVUnavailable("redis went away")
+        await self.release.wait()
+        await self._kv.set_and_release(key, value, ttl, lock, token)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if self.fail:
+            raise KVUnavailable("redis went away")
+        await self._kv.set(key, value, ttl)
+
+
+async def test_readers_waiting_for_a_recompute_get_its_value_before_it_is_stored(kv: KV) -> None:
+    slow = _SlowStoreKV(kv)
+    api, compute = Cache(slow, "t", local_ttl=0), _Recompute(0.05)  # type: ignore[arg-type]
+    filler = asyncio.create_task(api.get_or_set("job1", "k", compute, 30))
+    await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(api.get_or_set("job1", "k", compute, 30)) for _ in range(5)]
+    await asyncio.wait_for(slow.storing.wait(), 5)
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [b"value"] * 5  # the store is still held
+    assert not filler.done()  # the reader that recomputed returns once the value is stored, as before
+    slow.release.set()
+    assert await filler == b"value" and compute.calls == 1
+    assert await Cache(kv, "t", local_ttl=0).get_or_set("job1", "k", _Recompute(0, LookupError("no")), 30) == b"value"
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is None  # stored and the fill lock released together
+    assert not api._fills
+
+
+async def test_a_recomputed_value_that_cannot_be_stored_is_still_returned_and_not_recomputed(kv: KV) -> None:
+    api, compute = Cache(_SlowStoreKV(kv, fail=True), "t", local_ttl=0), _Recompute(0.02)  # type: ignore[arg-type]
+    got = await asyncio.gather(*(api.get_or_set("job1", "k", compute, 30) for _ in range(3)))
+    assert got == [b"value"] * 3 and compute.calls == 1
+    assert not api._fills
+
+
+async def test_set_and_release_stores_and_releases_only_its_own_lock(kv: KV) -> None:
+    assert await kv.set_nx("lock1", b"mine", 30)
+    await kv.set_and_release("v1", b"one", 30, "lock1", b"mine")
+    assert await kv.get("v1") == b"one" and await kv.get("lock1") is None
+    assert await kv.set_nx("lock2", b"theirs", 30)
+    await kv.set_and_release("v2", b"two", 0.5, "lock2", b"mine")
+    assert await kv.get("v2") == b"two" and await kv.get("lock2") == b"theirs"  # another holder's lock stays
+    remaining = await kv.ttl("v2")
+    assert remaining is not None and 0 < remaining <= 0.5
 
 
 async def test_a_reader_after_a_write_does_not_wait_for_a_recompute_of_the_older_generation(kv: KV) -> None:

@@ -60,6 +60,9 @@ class KV(Protocol):
 
     async def release_if_owner(self, key: str, token: bytes) -> bool: ...
 
+    async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:
+        """``set(key, value, ttl)``, then ``release_if_owner(lock, token)``, in one round trip."""
+
     async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool: ...
 
     async def incr(self, key: str, ttl: float) -> int:

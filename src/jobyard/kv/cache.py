@@ -111,16 +111,19 @@ class Cache:
         # This reader recomputes; the process's other readers of the key and generation wait for its outcome.
         flight = self._fills[(key, generation)] = asyncio.get_running_loop().create_future()
         try:
-            value = await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started)
+            value = await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started, flight)
         except Exception as exc:
-            flight.set_exception(exc)
-            flight.exception()  # retrieved: no "never retrieved" warning when nobody was waiting
+            if not flight.done():  # (done: the value was handed to the waiters before it was stored)
+                flight.set_exception(exc)
+                flight.exception()  # retrieved: no "never retrieved" warning when nobody was waiting
             raise
         except BaseException:
-            flight.cancel()  # this reader was cancelled (it went away): a waiting one recomputes for itself
+            if not flight.done():
+                flight.cancel()  # this reader was cancelled (it went away): a waiting one recomputes for itself
             raise
         else:
-            flight.set_result(value)
+            if not flight.done():
+                flight.set_result(value)
             return value
         finally:
             if self._fills.get((key, generation)) is flight:
@@ -136,6 +139,7 @@ class Cache:
         compute: Callable[[], Awaitable[bytes]],
         ttl: float,
         started: int,
+        flight: asyncio.Future[bytes],
     ) -> bytes:
         token = uuid.uuid4().hex.encode()
         fill_key = keys.cache_fill(self.namespace, key, generation)
@@ -155,16 +159,32 @@ class Cache:
                         filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
                         if filling:
                             break
-            try:
-                value = await compute()
-                await self.kv.set(value_key, generation.encode() + b":" + value, ttl)
-            finally:
-                if filling:  # also when the recompute failed: its waiters take over instead of polling on
-                    with contextlib.suppress(KVError):
-                        await self.kv.release_if_owner(fill_key, token)
         except KVError:
             self.stats.bypassed += 1
             return await compute()
+        try:
+            value = await compute()
+        except BaseException:
+            if filling:  # also when the recompute failed: its waiters take over instead of polling on
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(fill_key, token)
+            raise
+        # The process's other readers have what they wait for: they need not also wait for it to be stored. Under
+        # load every round trip waits for the event loop to come round (a few milliseconds each while a batch runs).
+        flight.set_result(value)
+        stored = generation.encode() + b":" + value
+        try:
+            if filling:  # stored and the fill lock released in one round trip
+                await self.kv.set_and_release(value_key, stored, ttl, fill_key, token)
+            else:
+                await self.kv.set(value_key, stored, ttl)
+        except KVError as exc:  # the value stands; the next reader of another process recomputes it
+            log.debug("a recomputed value of %s could not be stored (%s)", key, exc)
+        except BaseException:  # cancelled while storing: still let the other processes' readers take over
+            if filling:
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(fill_key, token)
+            raise
         self._remember(group, key, value, started)
         return value
 

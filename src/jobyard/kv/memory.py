@@ -42,6 +42,10 @@ class MemoryKV:
         del self._data[key]
         return True
 
+    async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:
+        await self.set(key, value, ttl)
+        await self.release_if_owner(lock, token)
+
     async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool:
         item = self._alive(key)
         if item is None or item[0] != token:

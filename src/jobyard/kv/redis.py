@@ -72,6 +72,7 @@ class RedisKV:
         self._gcra = self._client.register_script(scripts.GCRA)
         self._release = self._client.register_script(scripts.RELEASE_IF_OWNER)
         self._extend = self._client.register_script(scripts.EXTEND_IF_OWNER)
+        self._set_release = self._client.register_script(scripts.SET_AND_RELEASE)
         self._incr = self._client.register_script(scripts.INCR_WITH_TTL)
         self._apply = self._client.register_script(scripts.APPLY_WRITES)
         self._breaker_seconds = breaker_seconds
@@ -115,6 +116,10 @@ class RedisKV:
     async def release_if_owner(self, key: str, token: bytes) -> bool:
         async with self._guard():
             return bool(await self._release(keys=[key], args=[token]))
+
+    async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:
+        async with self._guard():
+            await self._set_release(keys=[key, lock], args=[value, max(1, int(ttl * 1000)), token])
 
     async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool:
         async with self._guard():

@@ -32,6 +32,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS[1] = key, KEYS[2] = lock key; ARGV[1] = value, ARGV[2] = ttl (ms), ARGV[3] = token. Store a recomputed
+# value and release the fill lock taken for it (only if still ours) in one round trip.
+SET_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 # KEYS[1] = lock key; ARGV[1] = token, ARGV[2] = ttl (ms). Extend only our own lock.
 EXTEND_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
