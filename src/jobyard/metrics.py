@@ -111,6 +111,11 @@ class ApiCollector(Collector):
         for result in ("local_hits", "hits", "misses", "bypassed"):
             requests.add_metric([result], getattr(stats, result))
         yield requests
+        yield CounterMetricFamily(
+            "jobyard_cache_unstored_values",
+            "Values recomputed on a miss that Redis refused to store (served, not shared)",
+            value=stats.unstored,
+        )
         yield GaugeMetricFamily(
             "jobyard_cache_hit_ratio", "Share of cached reads served from a cache", value=stats.hit_ratio
         )

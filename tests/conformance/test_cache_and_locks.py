@@ -252,7 +252,32 @@ async def test_a_recomputed_value_that_cannot_be_stored_is_still_returned_and_no
     api, compute = Cache(_SlowStoreKV(kv, fail=True), "t", local_ttl=0), _Recompute(0.02)  # type: ignore[arg-type]
     got = await asyncio.gather(*(api.get_or_set("job1", "k", compute, 30) for _ in range(3)))
     assert got == [b"value"] * 3 and compute.calls == 1
+    assert api.stats.unstored == 1
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is None  # the fill lock is not left to expire
     assert not api._fills
+
+
+async def test_a_reader_cancelled_while_storing_its_recompute_releases_the_fill_lock(kv: KV) -> None:
+    slow = _SlowStoreKV(kv)
+    api = Cache(slow, "t", local_ttl=0)  # type: ignore[arg-type]
+    filler = asyncio.create_task(api.get_or_set("job1", "k", _Recompute(0.0), 30))
+    await asyncio.wait_for(slow.storing.wait(), 5)
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is not None
+    filler.cancel()  # its client went away while the value was being stored
+    with pytest.raises(asyncio.CancelledError):
+        await filler
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is None
+    assert not api._fills
+
+
+async def test_a_recompute_that_raises_a_kv_error_is_not_run_a_second_time(kv: KV) -> None:
+    api, compute = Cache(kv, "t", local_ttl=0), _Recompute(0.02, KVUnavailable("the compute's own Redis call"))
+    results = await asyncio.gather(
+        *(api.get_or_set("job1", "k", compute, 30) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, KVUnavailable) for r in results) and compute.calls == 1  # it may have side effects
+    assert api.stats.bypassed == 0
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is None
 
 
 async def test_set_and_release_stores_and_releases_only_its_own_lock(kv: KV) -> None:
@@ -294,6 +319,7 @@ async def test_a_recompute_that_fails_fails_its_waiting_readers_with_the_same_er
     )
     assert all(isinstance(r, LookupError) for r in results) and compute.calls == 1
     assert not api._fills  # nothing left behind
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is None  # the fill lock is released, not left to expire
 
 
 def _two_processes(kv: KV) -> tuple[Cache, Cache]:
@@ -315,7 +341,8 @@ async def test_when_a_process_s_recompute_fails_another_waiting_for_it_recompute
     api_1, api_2 = _two_processes(kv)
     failed = asyncio.create_task(api_1.get_or_set("job1", "k", _Recompute(0.1, LookupError("store busy")), 30))
     await asyncio.sleep(0.02)
-    assert await asyncio.wait_for(api_2.get_or_set("job1", "k", _Recompute(0.0), 30), 5) == b"value"
+    # well within the fill lock's TTL (5 s): only its release lets api_2 go on this soon
+    assert await asyncio.wait_for(api_2.get_or_set("job1", "k", _Recompute(0.0), 30), 2) == b"value"
     with pytest.raises(LookupError):
         await failed
 

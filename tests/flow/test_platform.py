@@ -232,6 +232,7 @@ async def test_metrics_expose_store_queue_cache_and_rate_limit_figures(make_sett
         "jobyard_queue_depth",
         "jobyard_cache_hit_ratio",
         'jobyard_cache_requests_total{result="misses"}',
+        "jobyard_cache_unstored_values_total 0.0",
         "jobyard_rate_limited_requests_total",
         "jobyard_webhook_deliveries",
     ):

@@ -61,7 +61,7 @@ class KV(Protocol):
     async def release_if_owner(self, key: str, token: bytes) -> bool: ...
 
     async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:
-        """``set(key, value, ttl)``, then ``release_if_owner(lock, token)``, in one round trip."""
+        """``release_if_owner(lock, token)``, then ``set(key, value, ttl)``, in one round trip."""
 
     async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool: ...
 

@@ -48,6 +48,7 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     bypassed: int = 0  # Redis unavailable: served from the source
+    unstored: int = 0  # recomputed (counted as misses) but Redis refused to store them: served, not shared
 
     @property
     def hit_ratio(self) -> float:
@@ -169,17 +170,21 @@ class Cache:
                 with contextlib.suppress(KVError):
                     await self.kv.release_if_owner(fill_key, token)
             raise
-        # The process's other readers have what they wait for: they need not also wait for it to be stored. Under
-        # load every round trip waits for the event loop to come round (a few milliseconds each while a batch runs).
-        flight.set_result(value)
         stored = generation.encode() + b":" + value
         try:
-            if filling:  # stored and the fill lock released in one round trip
+            # The process's other readers have what they wait for: they need not also wait for it to be stored.
+            # Under load every round trip waits for the event loop to come round (a few ms each while a batch runs).
+            flight.set_result(value)
+            if filling:  # the fill lock released and the value stored in one round trip
                 await self.kv.set_and_release(value_key, stored, ttl, fill_key, token)
             else:
                 await self.kv.set(value_key, stored, ttl)
         except KVError as exc:  # the value stands; the next reader of another process recomputes it
+            self.stats.unstored += 1
             log.debug("a recomputed value of %s could not be stored (%s)", key, exc)
+            if filling:
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(fill_key, token)
         except BaseException:  # cancelled while storing: still let the other processes' readers take over
             if filling:
                 with contextlib.suppress(KVError):

@@ -43,8 +43,8 @@ class MemoryKV:
         return True
 
     async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:
+        await self.release_if_owner(lock, token)  # the lock first, as the script does
         await self.set(key, value, ttl)
-        await self.release_if_owner(lock, token)
 
     async def extend_if_owner(self, key: str, token: bytes, ttl: float) -> bool:
         item = self._alive(key)

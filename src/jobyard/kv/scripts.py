@@ -33,10 +33,11 @@ return 0
 """
 
 # KEYS[1] = key, KEYS[2] = lock key; ARGV[1] = value, ARGV[2] = ttl (ms), ARGV[3] = token. Store a recomputed
-# value and release the fill lock taken for it (only if still ours) in one round trip.
+# value and release the fill lock taken for it (only if still ours) in one round trip. The lock goes first: a SET
+# that Redis refuses (out of memory) stops the script, and the lock must not be left held for its whole TTL.
 SET_AND_RELEASE = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
