@@ -144,6 +144,12 @@ class Cache:
     ) -> bytes:
         token = uuid.uuid4().hex.encode()
         fill_key = keys.cache_fill(self.namespace, key, generation)
+
+        async def release() -> None:  # once this recompute is over, other processes' readers need not wait for it
+            if filling:
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(fill_key, token)
+
         try:
             filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
             if not filling:  # another process recomputes: wait briefly for its value
@@ -166,9 +172,7 @@ class Cache:
         try:
             value = await compute()
         except BaseException:
-            if filling:  # also when the recompute failed: its waiters take over instead of polling on
-                with contextlib.suppress(KVError):
-                    await self.kv.release_if_owner(fill_key, token)
+            await release()  # also when the recompute failed: its waiters take over instead of polling on
             raise
         stored = generation.encode() + b":" + value
         try:
@@ -182,13 +186,9 @@ class Cache:
         except KVError as exc:  # the value stands; the next reader of another process recomputes it
             self.stats.unstored += 1
             log.debug("a recomputed value of %s could not be stored (%s)", key, exc)
-            if filling:
-                with contextlib.suppress(KVError):
-                    await self.kv.release_if_owner(fill_key, token)
+            await release()
         except BaseException:  # cancelled while storing: still let the other processes' readers take over
-            if filling:
-                with contextlib.suppress(KVError):
-                    await self.kv.release_if_owner(fill_key, token)
+            await release()
             raise
         self._remember(group, key, value, started)
         return value
