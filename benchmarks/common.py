@@ -121,6 +121,17 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def server_pids() -> dict[str, list[int]]:
+    """PIDs of the local servers, to show where CPU went (shared servers: includes anyone else's load)."""
+    names = {"postgres": "postgresql", "beam.smp": "rabbitmq", "redis-server": "redis"}
+    out: dict[str, list[int]] = {v: [] for v in names.values()}
+    for proc in psutil.process_iter(["name"]):
+        server = names.get(proc.info["name"] or "")
+        if server:
+            out[server].append(proc.pid)
+    return out
+
+
 @contextlib.asynccontextmanager
 async def scratch_repository(pg_url: str, db_prefix: str, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
     """A fresh, migrated database for one measurement: jobyard's repository on it and its URL; dropped after.

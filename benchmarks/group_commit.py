@@ -24,8 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import cpu_seconds, scratch_repository
-from benchmarks.jobyard_side import _server_pids
+from benchmarks.common import cpu_seconds, scratch_repository, server_pids
 
 
 def _jobs(repo: Any, count: int, actions: int) -> list[Any]:
@@ -44,7 +43,7 @@ def _jobs(repo: Any, count: int, actions: int) -> list[Any]:
 
 
 async def _mode(repo: Any, jobs: list[Any], group: int, concurrency: int) -> dict[str, float]:
-    postgres = _server_pids()["postgresql"]
+    postgres = server_pids()["postgresql"]
     pg0, me0, t0 = cpu_seconds(postgres), time.process_time(), time.perf_counter()
     if group == 1:
         todo = iter(jobs)

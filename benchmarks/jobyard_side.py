@@ -26,9 +26,8 @@ from urllib.parse import urlparse
 
 import asyncpg
 import orjson
-import psutil
 
-from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99
+from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99, server_pids
 from benchmarks.machine_probe import share_after_slow_cpu
 from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
 
@@ -358,7 +357,7 @@ class JobyardBench:
         cfg = self.cfg
         jobs = self._noop_jobs()
         roles = {"api": self.procs.pids("api"), "relay": self.procs.pids("relay"), "workers": self.procs.pids("worker")}
-        servers = _server_pids()
+        servers = server_pids()
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         client0 = time.process_time()
@@ -432,7 +431,7 @@ class JobyardBench:
         for job_id in ids:
             await self.http.request("GET", f"/api/jobs/{job_id}/status")
         roles = {"api": self.procs.pids("api"), "relay": self.procs.pids("relay"), "workers": self.procs.pids("worker"),
-                 **_server_pids()}  # fmt: skip
+                 **server_pids()}  # fmt: skip
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         client0 = time.process_time()
         # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds, too coarse for these latencies.
@@ -578,17 +577,6 @@ def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
     for profiler in profilers:
         with contextlib.suppress(subprocess.TimeoutExpired):
             profiler.wait(timeout=60)
-
-
-def _server_pids() -> dict[str, list[int]]:
-    """PIDs of the local servers, to show where CPU went (shared servers: includes anyone else's load)."""
-    names = {"postgres": "postgresql", "beam.smp": "rabbitmq", "redis-server": "redis"}
-    out: dict[str, list[int]] = {v: [] for v in names.values()}
-    for proc in psutil.process_iter(["name"]):
-        server = names.get(proc.info["name"] or "")
-        if server:
-            out[server].append(proc.pid)
-    return out
 
 
 async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:

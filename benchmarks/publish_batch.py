@@ -19,8 +19,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.common import cpu_seconds
-from benchmarks.jobyard_side import _server_pids
+from benchmarks.common import cpu_seconds, server_pids
 
 BODY = (
     b'{"type":"job.created","event_id":"0196f0b2-8f1e-7c00-8000-000000000000","tenant_id":"default",'
@@ -30,7 +29,7 @@ BODY = (
 
 async def _mode(broker: Any, batched: bool, messages: int, batch: int) -> dict[str, float]:
     broker.batch_publish = batched
-    rabbit = _server_pids()["rabbitmq"]
+    rabbit = server_pids()["rabbitmq"]
     r0, me0, t0 = cpu_seconds(rabbit), time.process_time(), time.perf_counter()
     for _ in range(0, messages, batch):
         await broker.publish([("bench", BODY)] * batch)

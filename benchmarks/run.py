@@ -65,7 +65,7 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'system':<10} {'actions/s':>10} {'elapsed s':>10} {'start p50 ms':>13} {'start p99 ms':>13} "
-        f"{'workers RSS MiB':>16} {'largest MiB':>12}"
+        f"{'workers RSS MiB':>16} {'largest MiB':>12} {'CPU ms/action':>14} {'cores busy':>11}"
     )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
@@ -73,7 +73,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"{name:<10} {r['actions_per_s']:>10,.0f} {r['elapsed_s']:>10.3f} {lat.get('p50', float('nan')):>13.2f} "
             f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>16.1f} "
-            f"{r.get('worker_largest_rss_mb', 0.0):>12.1f}"
+            f"{r.get('worker_largest_rss_mb', 0.0):>12.1f} {cpu_per_action_ms(r):>14.3f} "
+            f"{cpu_total_s(r) / r['elapsed_s'] if r['elapsed_s'] > 0 else float('nan'):>11.2f}"
         )
     jy = results.get("jobyard")
     if jy is not None:
@@ -115,6 +116,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s"
             )
     return "\n".join(lines)
+
+
+def cpu_total_s(r: dict[str, Any]) -> float:
+    """CPU seconds of the timed phase, everything counted: the system's processes, the client, the servers."""
+    details = r.get("details", {})
+    processes = details.get("throughput_phase_cpu_s", {})
+    servers = details.get("throughput_phase_server_cpu_s", {})
+    return float(sum(processes.values()) + sum(servers.values()))
+
+
+def cpu_per_action_ms(r: dict[str, Any]) -> float:
+    actions = r["jobs"] * r["actions_per_job"]
+    return cpu_total_s(r) / actions * 1000.0 if actions else float("nan")
 
 
 def _share(value: float | None) -> str:

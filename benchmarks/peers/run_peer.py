@@ -25,6 +25,8 @@ from typing import Any
 
 import psutil
 
+from benchmarks.common import cpu_seconds, server_pids
+
 #: Directory that holds the ``benchmarks`` package; workers run from here.
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 
@@ -476,6 +478,7 @@ class Result:
     submit_s: float = 0.0
     worker_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    server_cpu_s: dict[str, float] = field(default_factory=dict)  # RabbitMQ, Redis (and PostgreSQL) meanwhile
     latency_ms: dict[str, float] = field(default_factory=dict)
     latency_samples: int = 0
     worker_peak_rss_mb: float = 0.0  # the peak of the worker processes' summed RSS
@@ -508,6 +511,7 @@ class Result:
                     "workers": round(self.worker_cpu_s, 2),
                     "submitter": round(self.client_cpu_s, 2),
                 },
+                "throughput_phase_server_cpu_s": {name: round(v, 2) for name, v in self.server_cpu_s.items()},
                 "latency_samples": self.latency_samples,
                 "worker_processes": self.worker_processes,
                 "settings": self.settings,
@@ -604,10 +608,13 @@ def run(args: argparse.Namespace) -> Result:
         result.latency_samples = len(lat)
         result.latency_ms = {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3)}
         fleet.check_alive()
+        servers = server_pids()
+        servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         cpu_workers0, cpu_client0 = fleet.cpu_seconds(), time.process_time()
         result.elapsed_s, result.submit_s = measure_throughput(peer, args.jobs, args.actions, deadline)
         result.worker_cpu_s = fleet.cpu_seconds() - cpu_workers0
         result.client_cpu_s = time.process_time() - cpu_client0
+        result.server_cpu_s = {name: cpu_seconds(pids) - servers0[name] for name, pids in servers.items()}
         sampler.sample()
     finally:
         # A second Ctrl-C must not leave workers behind half-way through teardown.
@@ -641,7 +648,8 @@ def summary(r: Result) -> str:
         f"  settings      {json.dumps(s, sort_keys=True)}",
         f"  elapsed       {r.elapsed_s:.3f} s  (submitting took {r.submit_s:.3f} s)",
         f"  throughput    {r.actions_per_s:,.0f} actions/s",
-        f"  CPU (timed)   workers {r.worker_cpu_s:.2f} s, submitter {r.client_cpu_s:.2f} s",
+        f"  CPU (timed)   workers {r.worker_cpu_s:.2f} s, submitter {r.client_cpu_s:.2f} s, servers "
+        + ", ".join(f"{name} {v:.2f} s" for name, v in r.server_cpu_s.items()),
         f"  latency       p50 {p50:.2f} ms   p99 {p99:.2f} ms   ({r.latency_samples} light-load samples)",
         f"  peak RSS      {r.worker_peak_rss_mb:.1f} MiB over {r.worker_processes} worker processes (sum), "
         f"largest process {r.worker_largest_rss_mb:.1f} MiB",

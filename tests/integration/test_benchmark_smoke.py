@@ -133,3 +133,17 @@ def test_the_cache_drops_benchmark_reports_a_cost_for_each_number_of_copies_held
     result = asyncio.run(measure(args))
     assert [row["held"] for row in result["rows"]] == [0, 50]
     assert all(row["cpu_us_per_announcement"] >= 0 for row in result["rows"])
+
+
+def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_cpu() -> None:
+    from benchmarks.run import cpu_per_action_ms, cpu_total_s, table
+
+    peer = {
+        "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
+        "details": {"throughput_phase_cpu_s": {"workers": 1.5, "submitter": 0.5},
+                    "throughput_phase_server_cpu_s": {"postgresql": 0.0, "rabbitmq": 0.75, "redis": 0.25}},
+    }  # fmt: skip
+    assert cpu_total_s(peer) == 3.0 and cpu_per_action_ms(peer) == 3.0  # 3 CPU-s over 1,000 actions
+    row = next(line for line in table({"dramatiq": peer}).splitlines() if line.startswith("dramatiq"))
+    assert row.split()[-2:] == ["3.000", "1.50"]  # CPU ms per action, cores busy (3 CPU-s in 2 s)
+    assert cpu_total_s({"details": {}}) == 0.0  # a result from before the servers were counted
