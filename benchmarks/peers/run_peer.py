@@ -25,29 +25,10 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import cpu_seconds, server_pids
+from benchmarks.common import BenchTimeout, Deadline, cpu_seconds, percentile, server_pids
 
 #: Directory that holds the ``benchmarks`` package; workers run from here.
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
-
-
-class BenchTimeout(Exception):
-    """The run went past its --timeout."""
-
-
-class Deadline:
-    """A point in time that every wait of the run is bounded by."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        """Seconds left; raises BenchTimeout once none are."""
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise BenchTimeout(f"benchmark exceeded --timeout {self.seconds:g}s")
-        return left
 
 
 # --------------------------------------------------------------------------- peers
@@ -530,16 +511,6 @@ def versions(system: str) -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of already sorted values."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def wait_ready(peer: Peer, fleet: WorkerFleet, workers: int, deadline: Deadline) -> None:
