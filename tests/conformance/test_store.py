@@ -128,6 +128,30 @@ async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:
     assert len(messages.unpack((await drain_outbox(repo))[0].body)) == 2
 
 
+async def test_event_rows_stay_when_publishing_fails_and_go_out_in_order_after(repo: Repository) -> None:
+    made = [(await repo.create_job(tenant_id=f"t{i}", name=None, metadata={}, actions=specs(1)))[0] for i in range(3)]
+
+    async def failing(rows: list[Any]) -> None:
+        raise RuntimeError("broker said no")
+
+    with pytest.raises(RuntimeError):
+        await repo.dispatch_events(10, failing)
+    published: list[Any] = []
+
+    async def publish(rows: list[Any]) -> None:
+        published.extend(rows)
+
+    assert await repo.dispatch_events(2, publish) == 2  # a batch is the oldest rows, in the order written
+    assert await repo.dispatch_events(10, publish) == 1
+    assert await repo.dispatch_events(10, publish) == 0
+    assert [(r.type, r.job_id, r.tenant_id) for r in published] == [
+        ("job.created", job.id, f"t{i}") for i, job in enumerate(made)
+    ]
+    assert [r.id for r in published] == sorted(r.id for r in published)
+    assert published[0].data == {"job_id": str(made[0].id), "name": None, "status": "pending", "total": 1}
+    assert all(r.created_at.tzinfo is not None for r in published)
+
+
 async def test_claim_is_exclusive_and_bumps_the_attempt(repo: Repository) -> None:
     _, ids = await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
     first = await repo.claim_actions(ids, worker_id="w1", lease=30)

@@ -902,6 +902,30 @@ WHERE id IN (
 RETURNING id, queue, body
 """
 
+# Domain events, as the outbox: taken out in the transaction that publishes them (rolled back, so they come back,
+# if the broker does not confirm). A job.completed row carries its job's own webhook URL, if it has one.
+PG_TAKE_EVENTS = """
+WITH taken AS (
+    DELETE FROM jobyard_events
+    WHERE id IN (SELECT id FROM jobyard_events ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, event_id, type, tenant_id, job_id, action_id, data, created_at
+)
+SELECT t.id, t.event_id, t.type, t.tenant_id, t.job_id, t.action_id, t.data, t.created_at, j.webhook_url
+FROM taken t LEFT JOIN jobyard_jobs j ON t.type = 'job.completed' AND j.id = t.job_id
+"""
+PG_SUBSCRIBED_WEBHOOKS = """
+SELECT id, tenant_id, url, events FROM jobyard_webhooks WHERE active AND tenant_id = ANY($1::text[])
+"""
+PG_INSERT_DELIVERIES = """
+INSERT INTO jobyard_webhook_deliveries
+    (id, tenant_id, webhook_id, event_id, event_type, job_id, url, body, status, attempts,
+     next_attempt_at, created_at, updated_at)
+SELECT u.id, u.tenant_id, u.webhook_id, u.event_id, u.event_type, u.job_id, u.url, u.body, 'pending', 0,
+       statement_timestamp(), statement_timestamp(), statement_timestamp()
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::uuid[], $7::text[], $8::bytea[])
+    AS u(id, tenant_id, webhook_id, event_id, event_type, job_id, url, body)
+"""
+
 # A job and its actions in one round trip (one snapshot): the job's columns, then one row per action.
 PG_SELECT_JOB_WITH_ACTIONS = """
 SELECT j.id, j.tenant_id, j.name, j.metadata, j.status, j.total, j.succeeded, j.failed, j.cancelled,

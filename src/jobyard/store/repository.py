@@ -1415,6 +1415,8 @@ class Repository:
         """Hand a batch of event rows to ``publish`` (the broker, with confirms), then, in the same transaction,
         turn them into webhook deliveries and delete them. If ``publish`` raises, the rows stay for the next try.
         """
+        if self._fast:
+            return await self._dispatch_events_pg(limit, publish)
         async with self._tx() as conn:
             rows = [
                 ev.EventRow(r.id, r.event_id, r.type, r.tenant_id, r.job_id, r.action_id, r.data, _utc(r.created_at))  # type: ignore[arg-type]
@@ -1440,6 +1442,36 @@ class Repository:
                     q.INSERT_DELIVERIES.values(next_attempt_at=now, created_at=now, updated_at=now), deliveries
                 )
             await conn.execute(q.DELETE_EVENTS, {"p_ids": [r.id for r in rows]})
+        return len(rows)
+
+    async def _dispatch_events_pg(self, limit: int, publish: Callable[[list[ev.EventRow]], Awaitable[None]]) -> int:
+        """``dispatch_events`` on the hot path: the rows taken out and their jobs' URLs in one statement.
+
+        The relay's profile showed SQLAlchemy rendering each id of the IN lists of the portable path into the
+        statement (a tenth of the relay's CPU); here every list is one array parameter of a prepared statement.
+        """
+        async with self._driver() as db, db.transaction():
+            taken = sorted(await db.fetch(q.PG_TAKE_EVENTS, limit), key=lambda r: r["id"])
+            if not taken:
+                return 0
+            rows = [
+                ev.EventRow(
+                    r["id"], r["event_id"], r["type"], r["tenant_id"], r["job_id"], r["action_id"], r["data"],
+                    _utc(r["created_at"]),  # type: ignore[arg-type]
+                )
+                for r in taken
+            ]  # fmt: skip
+            await publish(rows)
+            tenants = sorted({r.tenant_id for r in rows})
+            targets = [
+                ev.WebhookTarget(w["id"], w["tenant_id"], w["url"], list(w["events"] or []))
+                for w in await db.fetch(q.PG_SUBSCRIBED_WEBHOOKS, tenants)
+            ]
+            job_urls = {r["job_id"]: r["webhook_url"] for r in taken if r["webhook_url"] is not None}
+            deliveries = ev.plan_deliveries(rows, targets, job_urls)
+            if deliveries:
+                columns = ("id", "tenant_id", "webhook_id", "event_id", "event_type", "job_id", "url", "body")
+                await db.execute(q.PG_INSERT_DELIVERIES, *([d[c] for d in deliveries] for c in columns))
         return len(rows)
 
     async def mark_ready_jobs(self, limit: int = 500) -> int:
