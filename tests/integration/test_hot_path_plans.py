@@ -7,7 +7,9 @@ or from a sequential scan chosen while the table was tiny and then kept in the c
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,23 @@ from tests.processes import fresh_database
 
 def _array(values: list[object], sql_type: str) -> str:
     return "ARRAY[" + ",".join(f"'{v}'" for v in values) + f"]::{sql_type}"
+
+
+def _successes(ids: list[object]) -> str:
+    """The completion statement's arguments for first attempts of ``ids`` that succeeded."""
+    n = len(ids)
+    return ", ".join(
+        [
+            _array(ids, "uuid[]"),
+            _array([1] * n, "int[]"),
+            _array(["succeeded"] * n, "text[]"),
+            _array(["null"] * n, "text[]"),
+            _array([""] * n, "text[]"),
+            _array([0.0] * n, "float8[]"),
+            _array(["default"] * n, "text[]"),
+            _array([""] * n, "bytea[]"),
+        ]
+    )
 
 
 @pytest.mark.parametrize("sizes", [(200, 60), (20_000, 2_000)], ids=["small", "backlog"])
@@ -64,25 +83,12 @@ async def test_claims_and_completions_find_their_actions_by_primary_key(
             to_complete = [
                 r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE status = 'running' LIMIT 40")
             ]
-            n = len(to_complete)
             await db.execute(f"SET plan_cache_mode = {mode}")
             try:
                 await db.execute("PREPARE jy_claim AS " + q.PG_CLAIM_ACTIONS)
                 await db.execute("PREPARE jy_complete AS " + q.PG_COMPLETE_ACTIONS)
                 claim = await db.fetch(f"EXPLAIN EXECUTE jy_claim({_array(to_claim, 'uuid[]')}, 'w-1', 30)")
-                arguments = ", ".join(
-                    [
-                        _array(to_complete, "uuid[]"),
-                        _array([1] * n, "int[]"),
-                        _array(["succeeded"] * n, "text[]"),
-                        _array(["null"] * n, "text[]"),
-                        _array([""] * n, "text[]"),
-                        _array([0.0] * n, "float8[]"),
-                        _array(["default"] * n, "text[]"),
-                        _array([""] * n, "bytea[]"),
-                    ]
-                )
-                complete = await db.fetch(f"EXPLAIN EXECUTE jy_complete({arguments})")
+                complete = await db.fetch(f"EXPLAIN EXECUTE jy_complete({_successes(to_complete)})")
             finally:
                 await db.execute("DEALLOCATE ALL")
                 await db.execute("RESET plan_cache_mode")
@@ -93,3 +99,68 @@ async def test_claims_and_completions_find_their_actions_by_primary_key(
         assert "jobyard_actions_pkey" in plan, f"{name}:\n{plan}"
         for wrong in ("ix_jobyard_actions_due", "ix_jobyard_actions_lease", "Seq Scan on jobyard_actions"):
             assert wrong not in plan, f"{name} uses {wrong}:\n{plan}"
+
+
+def _jobs_rows_visited(node: dict[str, Any]) -> int:
+    """The most rows any scan of ``jobyard_jobs`` in this plan tree produced or filtered out (per loop, times loops)."""
+    here = 0
+    if node.get("Relation Name") == "jobyard_jobs":
+        loops = node.get("Actual Loops", 1)
+        here = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
+    return max([here, *(_jobs_rows_visited(child) for child in node.get("Plans", []))])
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["unanalysed", "analysed"])
+@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
+async def test_claims_and_completions_visit_only_their_own_jobs(analyzed: bool, mode: str) -> None:
+    # The claim once updated its jobs with ``id IN (SELECT job_id FROM claimed)``, which the planner ran as a join
+    # over the whole primary key index of jobyard_jobs whenever the table looked small: every claim read every
+    # job stored (400 of them here for a claim of one job's actions).
+    services.require("postgresql")
+    url = await fresh_database(f"{services.PG_DB_PREFIX}_plans")
+    repo = create_repository(Settings(database_url=url))
+    await repo.migrate()
+    try:
+        async with repo._driver() as db:
+            await db.execute(
+                """
+                WITH j AS (
+                    INSERT INTO jobyard_jobs (id, metadata, status, total, created_at, updated_at)
+                    SELECT gen_random_uuid(), '{}', 'pending', 2, now(), now() FROM generate_series(1, 400)
+                    RETURNING id
+                )
+                INSERT INTO jobyard_actions (id, job_id, seq, type, queue, status, attempt, max_attempts, timeout,
+                                             available_at, created_at, updated_at)
+                SELECT gen_random_uuid(), j.id, s, 'demo.noop', 'default', 'queued', 0, 3, 60, now(), now(), now()
+                FROM j, generate_series(0, 1) AS s
+                """
+            )
+            if analyzed:
+                await db.execute("ANALYZE jobyard_jobs, jobyard_actions")
+            job = await db.fetchval("SELECT id FROM jobyard_jobs ORDER BY id LIMIT 1 OFFSET 200")
+            ids = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE job_id = $1", job)]
+            await db.execute(f"SET plan_cache_mode = {mode}")
+            try:
+                await db.execute("PREPARE jy_claim AS " + q.PG_CLAIM_ACTIONS)
+                await db.execute("PREPARE jy_complete AS " + q.PG_COMPLETE_ACTIONS)
+                async with db.transaction():
+                    explain = "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "
+                    claim = await db.fetchval(f"{explain}jy_claim({_array(ids, 'uuid[]')}, 'w-1', 30)")
+                    complete = await db.fetchval(f"{explain}jy_complete({_successes(ids)})")
+                    status = await db.fetchval("SELECT status FROM jobyard_jobs WHERE id = $1", job)
+                    raise _RollBack
+            except _RollBack:
+                pass
+            finally:
+                await db.execute("DEALLOCATE ALL")
+                await db.execute("RESET plan_cache_mode")
+    finally:
+        await repo.close()
+    assert status == "succeeded"  # the statements did their work: the job went through running to succeeded
+    for name, plan in (("claim", claim), ("completion", complete)):
+        root = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        assert _jobs_rows_visited(root) <= 1, f"{name} read more jobs than its own:\n{json.dumps(root, indent=1)}"
+
+
+class _RollBack(Exception):
+    """Raised to leave the transaction of the EXPLAIN ANALYZE runs without keeping what they wrote."""

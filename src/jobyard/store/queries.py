@@ -800,12 +800,16 @@ WITH claimed AS (
     RETURNING id, job_id, type, queue, payload, attempt, max_attempts, timeout, concurrency_key, concurrency_limit
 ), started_jobs AS (
     -- SKIP LOCKED: a job row locked by another writer is being moved on by it; never wait (or deadlock) here.
+    -- The jobs are looked up by key, from an array, and their status compared COLLATE "C" (see "Plans" above):
+    -- written as ``id IN (SELECT job_id FROM claimed) AND status = 'pending'``, the planner joined instead,
+    -- walking the whole primary key index of the jobs (or the tenant-and-status one) whenever the table looked
+    -- small to it, which made every claim cost PostgreSQL time in proportion to all the jobs stored.
     UPDATE jobyard_jobs SET status = 'running', started_at = statement_timestamp(), updated_at = statement_timestamp()
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM jobyard_jobs
-        WHERE id IN (SELECT job_id FROM claimed) AND status = 'pending'
+        WHERE id = ANY(ARRAY(SELECT DISTINCT job_id FROM claimed)) AND status COLLATE "C" = 'pending'
         FOR NO KEY UPDATE SKIP LOCKED
-    )
+    ))
 )
 SELECT * FROM claimed
 """
