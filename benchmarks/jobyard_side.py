@@ -62,6 +62,10 @@ class JobyardConfig:
     profile_dir: str | None = None  # py-spy records of api, relay and workers during the throughput phase
 
 
+# PostgreSQL's application_name of jobyard's processes (set by the CLI) -> the role the benchmark reports
+_PG_CLIENTS = {"jobyard-api": "api", "jobyard-worker": "workers", "jobyard-relay": "relay"}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -353,11 +357,22 @@ class JobyardBench:
         return [[{"type": "bench.noop", "payload": {"job": j, "action": a}} for a in range(cfg.actions)]
                 for j in range(cfg.jobs)]  # fmt: skip
 
+    async def _pg_backends(self) -> dict[int, str]:
+        """This run's PostgreSQL backends (their process ids) and whose they are, by ``application_name``."""
+        assert self.db is not None
+        own = self.db.get_server_pid()
+        rows = await self.db.fetch(
+            "SELECT pid, application_name AS app FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return {r["pid"]: "driver" if r["pid"] == own else _PG_CLIENTS.get(r["app"], "other") for r in rows}
+
     async def measure_throughput(self) -> dict[str, Any]:
         cfg = self.cfg
         jobs = self._noop_jobs()
         roles = {"api": self.procs.pids("api"), "relay": self.procs.pids("relay"), "workers": self.procs.pids("worker")}
         servers = server_pids()
+        backends0 = await self._pg_backends()
+        backend_cpu0 = {pid: cpu_seconds([pid]) for pid in backends0}
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         client0 = time.process_time()
@@ -374,8 +389,22 @@ class JobyardBench:
         cpu = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu["client"] = round(time.process_time() - client0, 2)
         server_cpu = {name: round(cpu_seconds(pids) - servers0[name], 2) for name, pids in servers.items()}
+        # Whose statements PostgreSQL's CPU went to: each backend serves one client process. A backend that started
+        # during the phase counts from zero; one that ended is not counted (``backends_ended`` says how many).
+        backends = await self._pg_backends()
+        by_client = dict.fromkeys(("api", "workers", "relay", "driver", "other"), 0.0)
+        for pid, client in backends.items():
+            by_client[client] += cpu_seconds([pid]) - backend_cpu0.get(pid, 0.0)
+        postgresql = {client: round(seconds, 2) for client, seconds in by_client.items()}
+        postgresql["backends_ended"] = len(set(backends0) - set(backends))
         self.throughput_job_ids = ids
-        return {"elapsed_s": elapsed, "submit_s": submit_s, "cpu_s": cpu, "server_cpu_s": server_cpu}
+        return {
+            "elapsed_s": elapsed,
+            "submit_s": submit_s,
+            "cpu_s": cpu,
+            "server_cpu_s": server_cpu,
+            "postgresql_by_client_s": postgresql,
+        }
 
     def _start_profilers(self, phase: str = "throughput", only: str = "") -> list[subprocess.Popen[bytes]]:
         assert self.cfg.profile_dir is not None
@@ -626,6 +655,7 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
             "submit_s": round(throughput["submit_s"], 4),
             "throughput_phase_cpu_s": throughput["cpu_s"],
             "throughput_phase_server_cpu_s": throughput["server_cpu_s"],
+            "throughput_phase_postgresql_by_client_s": throughput["postgresql_by_client_s"],
             "latency_samples": len(latency),
             "peak_rss_mb": {
                 "api": round(sampler.peak_sum.get("api", 0) / mib, 1),

@@ -91,6 +91,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         )
         lines.append(f"jobyard CPU s during the timed phase: {details['throughput_phase_cpu_s']}"
                      f" servers: {details['throughput_phase_server_cpu_s']}")  # fmt: skip
+        by_client = details.get("throughput_phase_postgresql_by_client_s")
+        if by_client:
+            lines.append(f"PostgreSQL CPU s in the timed phase, by the process it served: {by_client}")
         status = jy.get("status_reads")
         if status:
             lines.append(

@@ -41,6 +41,13 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert busy["errors"] == 0 and busy["batch_actions_per_s"] > 0 and 0 <= busy["unfinished_share"] <= 1
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
     assert 0 < result["worker_largest_rss_mb"] <= result["worker_peak_rss_mb"]  # one of the processes in the sum
+    # PostgreSQL's CPU split by the process each backend served: the workers' claims and completions, the API's
+    # submissions, the driver's own polls; together no more than PostgreSQL's whole CPU in the phase.
+    by_client = result["details"]["throughput_phase_postgresql_by_client_s"]
+    assert set(by_client) == {"api", "workers", "relay", "driver", "other", "backends_ended"}
+    assert all(v >= 0 for v in by_client.values())  # (a phase this short may round every share to 0.0 s)
+    split = sum(v for k, v in by_client.items() if k != "backends_ended")
+    assert split <= result["details"]["throughput_phase_server_cpu_s"]["postgresql"] + 0.05
 
 
 def test_reads_are_set_beside_the_slow_moments_the_probe_found() -> None:
