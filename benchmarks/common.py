@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -156,3 +157,18 @@ async def scratch_repository(pg_url: str, db_prefix: str, **settings: Any) -> As
         await repo.close()
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+def add_store_arguments(p: argparse.ArgumentParser) -> None:
+    """``--pg-url`` (an admin connection, to create the scratch database) and ``--db-prefix`` (its name's)."""
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="an admin connection")
+    p.add_argument("--db-prefix", default="jobyard_bench")
+
+
+def print_result(result: dict[str, Any]) -> int:
+    """Print a benchmark's result as JSON, stamped with the local time it started; the exit status."""
+    print(json.dumps({"started": STARTED, **result}, indent=1))
+    return 0
+
+
+STARTED = time.strftime("%Y-%m-%d %H:%M:%S %z")  # when the benchmark's module was imported: its start

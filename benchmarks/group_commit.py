@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import cpu_seconds, scratch_repository, server_pids
+from benchmarks.common import add_store_arguments, cpu_seconds, print_result, scratch_repository, server_pids
 
 
 def _jobs(repo: Any, count: int, actions: int) -> list[Any]:
@@ -104,16 +103,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=8, help="statements in flight when jobs go alone")
     p.add_argument("--groups", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 16])
     p.add_argument("--rounds", type=int, default=2, help="the modes alternate this many times")
-    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="an admin connection")
-    p.add_argument("--db-prefix", default="jobyard_bench")
+    add_store_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    print(json.dumps({"started": started, **asyncio.run(measure(args))}, indent=1))
-    return 0
+    return print_result(asyncio.run(measure(parse_args(argv))))
 
 
 if __name__ == "__main__":

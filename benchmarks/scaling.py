@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import p50_p99, scratch_repository
+from benchmarks.common import add_store_arguments, p50_p99, scratch_repository
 from benchmarks.jobyard_side import JobyardConfig, run_jobyard
 
 
@@ -152,8 +152,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--store-jobs", type=int, default=1_000_000)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    p.add_argument("--db-prefix", default="jobyard_bench")
+    add_store_arguments(p)
     return p.parse_args(argv)
 
 

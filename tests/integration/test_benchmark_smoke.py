@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from benchmarks.jobyard_side import JobyardConfig, run_jobyard
 
 from tests import services
@@ -118,6 +119,21 @@ def test_the_group_commit_benchmark_writes_every_job_in_every_mode() -> None:
     assert result["stored"] == {"jobs": 240, "actions": 720}  # the warm-up's 200 and 20 per mode
     assert list(result["modes"]) == ["alone", "grouped by 4"]
     assert all(m[0]["jobs_per_s"] > 0 and m[0]["postgresql_cpu_us_per_job"] >= 0 for m in result["modes"].values())
+
+
+@pytest.mark.parametrize("backlog", [False, True], ids=["keeping-up", "backlog"])
+def test_the_hot_statements_benchmark_claims_and_completes_every_action(backlog: bool) -> None:
+    import asyncio
+
+    from benchmarks.hot_statements import measure, parse_args
+
+    services.require("postgresql")
+    args = parse_args(["--jobs", "10", "--actions", "3", "--batch", "4", *(["--backlog"] if backlog else [])])
+    args.pg_url, args.db_prefix = services.PG_ADMIN_URL, f"{services.PG_DB_PREFIX}_bench"
+    result = asyncio.run(measure(args))
+    assert result["succeeded"] == 30 and result["backlog"] is backlog  # every job succeeded too, or it raises
+    assert result["claim_ms_per_statement"] > 0 and result["completion_ms_per_statement"] > 0
+    assert ("completion_postgresql_cpu_ms_per_statement" in result) is backlog
 
 
 def test_the_publish_benchmark_delivers_every_message_in_both_modes() -> None:

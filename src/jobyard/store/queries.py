@@ -819,9 +819,12 @@ SELECT * FROM claimed
 # statement, from the transitions that were accepted only (fan-in counts each action once). Job rows are locked
 # in id order first, so two batches touching the same jobs never deadlock.
 PG_COMPLETE_ACTIONS = """
-WITH outcome AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                         $8::bytea[]) AS o(id, attempt, status, result, error, delay, queue, body)
+WITH outcome AS MATERIALIZED (
+    -- ``held``: the status an action must still have for its outcome to be taken (the fence), as a column of the
+    -- outcome rather than a constant so that it is a join condition (see ``done``).
+    SELECT o.*, 'running'::text AS held
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::bytea[])
+         AS o(id, attempt, status, result, error, delay, queue, body)
 ), done AS (
     UPDATE jobyard_actions a
     SET status = o.status,
@@ -834,7 +837,11 @@ WITH outcome AS (
         finished_at = CASE WHEN o.status = 'retrying' THEN a.finished_at ELSE statement_timestamp() END,
         updated_at = statement_timestamp()
     FROM outcome o
-    WHERE a.id = o.id AND a.attempt = o.attempt AND a.status COLLATE "C" = 'running'
+    -- The batch's actions by key (``= ANY``), matched to their outcomes by a hash join. With the fence written as a
+    -- constant (``status = 'running'``), the planner estimated one running action among the batch's and joined
+    -- by a nested loop over them (per action, every outcome of the batch: 200 × 200 comparisons for a full
+    -- batch), or over every running action stored when the ids were not given as an array.
+    WHERE a.id = ANY($1::uuid[]) AND a.id = o.id AND a.attempt = o.attempt AND a.status COLLATE "C" = o.held
     RETURNING a.id, a.job_id, a.type, a.status, a.available_at
 ), retried AS (
     INSERT INTO jobyard_outbox (action_id, queue, body, available_at)
