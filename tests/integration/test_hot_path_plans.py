@@ -7,10 +7,13 @@ or from a sequential scan chosen while the table was tiny and then kept in the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from jobyard.config import Settings
@@ -110,6 +113,44 @@ def _rows_visited(node: dict[str, Any], table: str) -> int:
     return max([here, *(_rows_visited(child, table) for child in node.get("Plans", []))])
 
 
+@contextlib.asynccontextmanager
+async def _hot_path(mode: str) -> AsyncIterator[asyncpg.Connection]:
+    """A hot-path connection (its session settings) to a fresh, migrated database, with ``plan_cache_mode``."""
+    services.require("postgresql")
+    url = await fresh_database(f"{services.PG_DB_PREFIX}_plans")
+    repo = create_repository(Settings(database_url=url))
+    await repo.migrate()
+    try:
+        async with repo._driver() as db:
+            await db.execute(f"SET plan_cache_mode = {mode}")
+            try:
+                yield db
+            finally:
+                await db.execute("DEALLOCATE ALL")
+                await db.execute("RESET plan_cache_mode")
+    finally:
+        await repo.close()
+
+
+async def _rolled_back(db: asyncpg.Connection, *queries: str) -> list[list[asyncpg.Record]]:
+    """Each query's rows, all in one transaction that is rolled back (what they wrote is not kept)."""
+    transaction = db.transaction()
+    await transaction.start()
+    try:
+        return [await db.fetch(query) for query in queries]
+    finally:
+        await transaction.rollback()
+
+
+def _plan(rows: list[asyncpg.Record]) -> dict[str, Any]:
+    """The root node of an ``EXPLAIN (ANALYZE, FORMAT JSON)``."""
+    value = rows[0][0]
+    return (json.loads(value) if isinstance(value, str) else value)[0]["Plan"]  # type: ignore[no-any-return]
+
+
+EXPLAIN = "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "
+
+
 @pytest.mark.parametrize("analyzed", [False, True], ids=["unanalysed", "analysed"])
 @pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
 async def test_claims_and_completions_visit_only_their_own_jobs_and_actions(analyzed: bool, mode: str) -> None:
@@ -117,58 +158,72 @@ async def test_claims_and_completions_visit_only_their_own_jobs_and_actions(anal
     # over the whole primary key index of jobyard_jobs whenever the table looked small: every claim read every
     # job stored. The completion, believing one action of the batch still running, joined them by a nested loop:
     # for each action, every outcome of the batch (or, given no array of ids, every action stored).
-    services.require("postgresql")
-    url = await fresh_database(f"{services.PG_DB_PREFIX}_plans")
-    repo = create_repository(Settings(database_url=url))
-    await repo.migrate()
-    try:
-        async with repo._driver() as db:
-            await db.execute(
-                """
-                WITH j AS (
-                    INSERT INTO jobyard_jobs (id, metadata, status, total, created_at, updated_at)
-                    SELECT gen_random_uuid(), '{}', 'pending', 2, now(), now() FROM generate_series(1, 400)
-                    RETURNING id
-                )
-                INSERT INTO jobyard_actions (id, job_id, seq, type, queue, status, attempt, max_attempts, timeout,
-                                             available_at, created_at, updated_at)
-                SELECT gen_random_uuid(), j.id, s, 'demo.noop', 'default', 'queued', 0, 3, 60, now(), now(), now()
-                FROM j, generate_series(0, 1) AS s
-                """
+    async with _hot_path(mode) as db:
+        await db.execute(
+            """
+            WITH j AS (
+                INSERT INTO jobyard_jobs (id, metadata, status, total, created_at, updated_at)
+                SELECT gen_random_uuid(), '{}', 'pending', 2, now(), now() FROM generate_series(1, 400)
+                RETURNING id
             )
-            if analyzed:  # while every action is queued, as in a deployment analysed before a burst
-                await db.execute("ANALYZE jobyard_jobs, jobyard_actions")
-            # a full batch: the 200 actions of 100 jobs; every other action is running meanwhile
-            jobs = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_jobs ORDER BY id LIMIT 100 OFFSET 150")]
-            ids = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE job_id = ANY($1)", jobs)]
-            n = len(ids)
-            others = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE job_id <> ALL($1)", jobs)]
-            await db.fetch(q.PG_CLAIM_ACTIONS, others, "w-0", 30)
-            await db.execute(f"SET plan_cache_mode = {mode}")
-            try:
-                await db.execute("PREPARE jy_claim AS " + q.PG_CLAIM_ACTIONS)
-                await db.execute("PREPARE jy_complete AS " + q.PG_COMPLETE_ACTIONS)
-                async with db.transaction():
-                    explain = "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "
-                    claim = await db.fetchval(f"{explain}jy_claim({_array(ids, 'uuid[]')}, 'w-1', 30)")
-                    complete = await db.fetchval(f"{explain}jy_complete({_successes(ids)})")
-                    statuses = await db.fetch("SELECT DISTINCT status FROM jobyard_jobs WHERE id = ANY($1)", jobs)
-                    raise _RollBack
-            except _RollBack:
-                pass
-            finally:
-                await db.execute("DEALLOCATE ALL")
-                await db.execute("RESET plan_cache_mode")
-    finally:
-        await repo.close()
+            INSERT INTO jobyard_actions (id, job_id, seq, type, queue, status, attempt, max_attempts, timeout,
+                                         available_at, created_at, updated_at)
+            SELECT gen_random_uuid(), j.id, s, 'demo.noop', 'default', 'queued', 0, 3, 60, now(), now(), now()
+            FROM j, generate_series(0, 1) AS s
+            """
+        )
+        if analyzed:  # while every action is queued, as in a deployment analysed before a burst
+            await db.execute("ANALYZE jobyard_jobs, jobyard_actions")
+        # a full batch: the 200 actions of 100 jobs; every other action is running meanwhile
+        jobs = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_jobs ORDER BY id LIMIT 100 OFFSET 150")]
+        ids = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE job_id = ANY($1)", jobs)]
+        others = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE job_id <> ALL($1)", jobs)]
+        await db.fetch(q.PG_CLAIM_ACTIONS, others, "w-0", 30)
+        await db.execute("PREPARE jy_claim AS " + q.PG_CLAIM_ACTIONS)
+        await db.execute("PREPARE jy_complete AS " + q.PG_COMPLETE_ACTIONS)
+        claim, complete, statuses = await _rolled_back(
+            db,
+            f"{EXPLAIN}jy_claim({_array(ids, 'uuid[]')}, 'w-1', 30)",
+            f"{EXPLAIN}jy_complete({_successes(ids)})",
+            f"SELECT DISTINCT status FROM jobyard_jobs WHERE id = ANY({_array(jobs, 'uuid[]')})",
+        )
     # the statements did their work: the jobs went through running to succeeded
     assert [r["status"] for r in statuses] == ["succeeded"]
-    for name, plan in (("claim", claim), ("completion", complete)):
-        root = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    for name, rows in (("claim", claim), ("completion", complete)):
+        root = _plan(rows)
         shown = json.dumps(root, indent=1)
         assert _rows_visited(root, "jobyard_jobs") <= len(jobs), f"{name} read more jobs than its own:\n{shown}"
-        assert _rows_visited(root, "jobyard_actions") <= n, f"{name} read more actions than its own:\n{shown}"
+        assert _rows_visited(root, "jobyard_actions") <= len(ids), f"{name} read more actions than its own:\n{shown}"
 
 
-class _RollBack(Exception):
-    """Raised to leave the transaction of the EXPLAIN ANALYZE runs without keeping what they wrote."""
+@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
+async def test_taking_domain_events_reads_only_their_own_jobs(mode: str) -> None:
+    # The relay's statement once joined the events it took to jobyard_jobs for the completed jobs' webhook URLs,
+    # and the planner hashed every job stored (400 here) to find a batch's few.
+    async with _hot_path(mode) as db:
+        await db.execute(
+            """
+            WITH j AS (
+                INSERT INTO jobyard_jobs (id, metadata, status, total, created_at, updated_at, webhook_url)
+                SELECT gen_random_uuid(), '{}', 'succeeded', 1, now(), now(),
+                       CASE WHEN g % 2 = 0 THEN 'http://hooks.example/' || g END
+                FROM generate_series(1, 400) AS g
+                RETURNING id
+            )
+            INSERT INTO jobyard_events (event_id, type, tenant_id, job_id, data, created_at)
+            SELECT gen_random_uuid(), t, 'default', j.id, '{}', now()
+            FROM (SELECT id FROM j LIMIT 10) AS j, unnest(ARRAY['job.ready', 'job.completed']) AS t
+            """
+        )
+        await db.execute("ANALYZE jobyard_jobs, jobyard_events")
+        urls = {r["id"]: r["webhook_url"] for r in await db.fetch("SELECT id, webhook_url FROM jobyard_jobs")}
+        await db.execute("PREPARE jy_events AS " + q.PG_TAKE_EVENTS)
+        (taken,) = await _rolled_back(db, "EXECUTE jy_events(500)")  # what it returns
+        (plan,) = await _rolled_back(db, f"{EXPLAIN}jy_events(500)")  # and how it finds it
+    assert sorted(r["type"] for r in taken) == ["job.completed"] * 10 + ["job.ready"] * 10
+    for row in taken:  # a job.completed row carries its job's own URL (or none); other events none
+        assert row["webhook_url"] == (urls[row["job_id"]] if row["type"] == "job.completed" else None)
+    assert any(row["webhook_url"] for row in taken)
+    root = _plan(plan)
+    shown = json.dumps(root, indent=1)
+    assert _rows_visited(root, "jobyard_jobs") <= 10, f"taking events read more jobs than theirs:\n{shown}"

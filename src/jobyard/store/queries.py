@@ -914,15 +914,18 @@ RETURNING id, queue, body
 """
 
 # Domain events, as the outbox: taken out in the transaction that publishes them (rolled back, so they come back,
-# if the broker does not confirm). A job.completed row carries its job's own webhook URL, if it has one.
+# if the broker does not confirm). A job.completed row carries its job's own webhook URL, if it has one, looked up
+# by key for that row only (a join let the planner hash every job stored to find a batch's few).
 PG_TAKE_EVENTS = """
 WITH taken AS (
     DELETE FROM jobyard_events
     WHERE id IN (SELECT id FROM jobyard_events ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
     RETURNING id, event_id, type, tenant_id, job_id, action_id, data, created_at
 )
-SELECT t.id, t.event_id, t.type, t.tenant_id, t.job_id, t.action_id, t.data, t.created_at, j.webhook_url
-FROM taken t LEFT JOIN jobyard_jobs j ON t.type = 'job.completed' AND j.id = t.job_id
+SELECT t.id, t.event_id, t.type, t.tenant_id, t.job_id, t.action_id, t.data, t.created_at,
+       CASE WHEN t.type = 'job.completed'
+            THEN (SELECT j.webhook_url FROM jobyard_jobs j WHERE j.id = t.job_id) END AS webhook_url
+FROM taken t
 """
 PG_SUBSCRIBED_WEBHOOKS = """
 SELECT id, tenant_id, url, events FROM jobyard_webhooks WHERE active AND tenant_id = ANY($1::text[])
