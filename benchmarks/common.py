@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import psutil
 
+STARTED = time.strftime("%Y-%m-%d %H:%M:%S %z")  # when a benchmark's process imported this module: its start
+
 
 class BenchTimeout(Exception):
     """The run went past its --timeout."""
@@ -169,6 +171,3 @@ def print_result(result: dict[str, Any]) -> int:
     """Print a benchmark's result as JSON, stamped with the local time it started; the exit status."""
     print(json.dumps({"started": STARTED, **result}, indent=1))
     return 0
-
-
-STARTED = time.strftime("%Y-%m-%d %H:%M:%S %z")  # when the benchmark's module was imported: its start
