@@ -3,14 +3,15 @@
     python -m benchmarks.hot_statements --jobs 2000 --actions 10 --batch 20
 
 Stores ``--jobs`` jobs of ``--actions`` actions in a fresh database (the repository's own insert), then claims
-and completes them ``--batch`` actions at a time, in order, with the worker's statements (``q.PG_CLAIM_ACTIONS``,
-``q.PG_COMPLETE_ACTIONS``) on one connection of the hot path's pool, so the CPU of the one PostgreSQL backend
-that serves it is exactly what those statements cost. Reports, per action, that backend's CPU, this client's CPU
-and the wall time of each statement; and checks that every action ended ``succeeded``. With ``--backlog`` every
-batch is claimed before any is completed, so the completions find every action running (a worker with a long
-queue of slow handlers), and the claims' and completions' PostgreSQL CPU are reported apart.
+and completes them ``--batch`` actions at a time, in order, with the worker's own calls
+(``Repository.claim_actions``, ``Repository.complete_actions``: the hot path's ``q.PG_CLAIM_ACTIONS`` and
+``q.PG_COMPLETE_ACTIONS``), one at a time, so the CPU of the PostgreSQL backend that serves them is exactly what
+those statements cost. Reports, per action, that backend's CPU and this client's, and the wall time of each
+statement; and checks that every action ended ``succeeded``. With ``--backlog`` every batch is claimed before any
+is completed, so the completions find every action running (a worker with a long queue of slow handlers), and the
+claims' and completions' PostgreSQL CPU are reported apart.
 
-In the full benchmark (``benchmarks.run``) about three fifths of PostgreSQL's CPU serves the workers' backends:
+In the full benchmark (``benchmarks.run``) nearly two thirds of PostgreSQL's CPU serves the workers' backends:
 this isolates it from everything else the machine runs.
 """
 
@@ -47,49 +48,58 @@ async def _store(repo: Any, jobs: int, actions: int) -> list[Any]:
     return ids
 
 
-async def _complete(db: Any, claimed: Sequence[Any]) -> None:
-    from jobyard.store import queries as q
+async def _complete(repo: Any, claimed: Sequence[Any]) -> None:
+    """The worker's completion of a claimed batch: every first attempt succeeded."""
+    from jobyard.model import Outcome, OutcomeKind
 
-    n = len(claimed)
-    await db.fetch(
-        q.PG_COMPLETE_ACTIONS,
-        [r["id"] for r in claimed], [r["attempt"] for r in claimed], ["succeeded"] * n,
-        ['{"ok": true}'] * n, [None] * n, [0.0] * n, [r["queue"] for r in claimed], [None] * n,
-    )  # fmt: skip
+    await repo.complete_actions([Outcome(c.id, c.attempt, OutcomeKind.SUCCEEDED, {"ok": True}) for c in claimed])
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from jobyard.store import queries as q
+    import asyncpg
 
-    async with scratch_repository(args.pg_url, args.db_prefix) as (repo, _url):
+    async with scratch_repository(args.pg_url, args.db_prefix) as (repo, url):
         ids = await _store(repo, args.jobs, args.actions)
         batches = [ids[start : start + args.batch] for start in range(0, len(ids), args.batch)]
-        async with repo._driver() as db:
+
+        async def claim(batch: list[Any]) -> list[Any]:
+            return list(await repo.claim_actions(batch, worker_id="bench-worker", lease=60.0))
+
+        db = await asyncpg.connect(url)
+        try:
             await db.execute("ANALYZE jobyard_jobs, jobyard_actions")  # while every action is queued
-            backend = [db.get_server_pid()]
+            # the repository's hot-path backends (one, used one statement at a time), not this connection's
+            backends = [
+                r["pid"]
+                for r in await db.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ]
             wall = {"claim": 0.0, "completion": 0.0}
             pg = {"claim": 0.0, "completion": 0.0}
-            pg0, me0 = cpu_seconds(backend), time.process_time()
+            pg0, me0 = cpu_seconds(backends), time.process_time()
             if args.backlog:  # every batch claimed first: the completions find every action running
                 t0 = time.perf_counter()
-                claimed = [await db.fetch(q.PG_CLAIM_ACTIONS, batch, "bench-worker", 60.0) for batch in batches]
-                wall["claim"], pg["claim"] = time.perf_counter() - t0, cpu_seconds(backend) - pg0
+                claimed = [await claim(batch) for batch in batches]
+                wall["claim"], pg["claim"] = time.perf_counter() - t0, cpu_seconds(backends) - pg0
                 t1 = time.perf_counter()
-                for rows in claimed:
-                    await _complete(db, rows)
+                for actions in claimed:
+                    await _complete(repo, actions)
                 wall["completion"] = time.perf_counter() - t1
-                pg["completion"] = cpu_seconds(backend) - pg0 - pg["claim"]
+                pg["completion"] = cpu_seconds(backends) - pg0 - pg["claim"]
             else:  # claim a batch, complete it, next: as a worker keeping up
                 for batch in batches:
                     t0 = time.perf_counter()
-                    rows = await db.fetch(q.PG_CLAIM_ACTIONS, batch, "bench-worker", 60.0)
+                    actions = await claim(batch)
                     t1 = time.perf_counter()
-                    await _complete(db, rows)
+                    await _complete(repo, actions)
                     wall["claim"] += t1 - t0
                     wall["completion"] += time.perf_counter() - t1
-            pg_all, me = cpu_seconds(backend) - pg0, time.process_time() - me0
+            pg_all, me = cpu_seconds(backends) - pg0, time.process_time() - me0
             done = await db.fetchval("SELECT count(*) FROM jobyard_actions WHERE status = 'succeeded'")
             jobs_done = await db.fetchval("SELECT count(*) FROM jobyard_jobs WHERE status = 'succeeded'")
+        finally:
+            await db.close()
     if (done, jobs_done) != (len(ids), args.jobs):
         raise RuntimeError(f"{done} of {len(ids)} actions and {jobs_done} of {args.jobs} jobs succeeded")
     result: dict[str, Any] = {
