@@ -44,75 +44,6 @@ def _successes(ids: list[object]) -> str:
     )
 
 
-@pytest.mark.parametrize("sizes", [(200, 60), (20_000, 2_000)], ids=["small", "backlog"])
-@pytest.mark.parametrize("analyzed", [False, True], ids=["unanalysed", "analysed"])
-@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
-async def test_claims_and_completions_find_their_actions_by_primary_key(
-    sizes: tuple[int, int], analyzed: bool, mode: str
-) -> None:
-    services.require("postgresql")
-    url = await fresh_database(f"{services.PG_DB_PREFIX}_plans")
-    repo = create_repository(Settings(database_url=url))
-    await repo.migrate()
-    queued, running = sizes
-    try:
-        async with repo._driver() as db:  # the hot path's own connection, with its session settings
-            job = uuid.uuid4()
-            await db.execute(
-                "INSERT INTO jobyard_jobs (id, metadata, status, total, created_at, updated_at)"
-                " VALUES ($1, '{}', 'running', $2, now(), now())",
-                job,
-                queued + running,
-            )
-            await db.execute(
-                """
-                INSERT INTO jobyard_actions (id, job_id, seq, type, queue, status, attempt, max_attempts, timeout,
-                                             available_at, created_at, updated_at, lease_expires_at)
-                SELECT gen_random_uuid(), $1, g, 'demo.noop', 'default',
-                       CASE WHEN g <= $2::int THEN 'queued' ELSE 'running' END,
-                       CASE WHEN g <= $2::int THEN 0 ELSE 1 END, 3, 60, now(), now(), now(),
-                       CASE WHEN g <= $2::int THEN NULL ELSE now() + interval '1 minute' END
-                FROM generate_series(1, $2::int + $3::int) AS g
-                """,
-                job,
-                queued,
-                running,
-            )
-            if analyzed:
-                await db.execute("ANALYZE jobyard_jobs, jobyard_actions")
-            to_claim = [
-                r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE status = 'queued' LIMIT 40")
-            ]
-            to_complete = [
-                r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE status = 'running' LIMIT 40")
-            ]
-            await db.execute(f"SET plan_cache_mode = {mode}")
-            try:
-                await db.execute("PREPARE jy_claim AS " + q.PG_CLAIM_ACTIONS)
-                await db.execute("PREPARE jy_complete AS " + q.PG_COMPLETE_ACTIONS)
-                claim = await db.fetch(f"EXPLAIN EXECUTE jy_claim({_array(to_claim, 'uuid[]')}, 'w-1', 30)")
-                complete = await db.fetch(f"EXPLAIN EXECUTE jy_complete({_successes(to_complete)})")
-            finally:
-                await db.execute("DEALLOCATE ALL")
-                await db.execute("RESET plan_cache_mode")
-    finally:
-        await repo.close()
-    for name, rows in (("claim", claim), ("completion", complete)):
-        plan = "\n".join(r[0] for r in rows)
-        assert "jobyard_actions_pkey" in plan, f"{name}:\n{plan}"
-        for wrong in ("ix_jobyard_actions_due", "ix_jobyard_actions_lease", "Seq Scan on jobyard_actions"):
-            assert wrong not in plan, f"{name} uses {wrong}:\n{plan}"
-
-
-def _rows_visited(node: dict[str, Any], table: str) -> int:
-    """The most rows any scan of ``table`` in this plan tree produced or filtered out (per loop, times loops)."""
-    here = 0
-    if node.get("Relation Name") == table and node.get("Node Type") != "ModifyTable":
-        loops = node.get("Actual Loops", 1)
-        here = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
-    return max([here, *(_rows_visited(child, table) for child in node.get("Plans", []))])
-
-
 @contextlib.asynccontextmanager
 async def _hot_path(mode: str) -> AsyncIterator[asyncpg.Connection]:
     """A hot-path connection (its session settings) to a fresh, migrated database, with ``plan_cache_mode``."""
@@ -149,6 +80,61 @@ def _plan(rows: list[asyncpg.Record]) -> dict[str, Any]:
 
 
 EXPLAIN = "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "
+
+
+@pytest.mark.parametrize("sizes", [(200, 60), (20_000, 2_000)], ids=["small", "backlog"])
+@pytest.mark.parametrize("analyzed", [False, True], ids=["unanalysed", "analysed"])
+@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
+async def test_claims_and_completions_find_their_actions_by_primary_key(
+    sizes: tuple[int, int], analyzed: bool, mode: str
+) -> None:
+    queued, running = sizes
+    async with _hot_path(mode) as db:  # the hot path's own connection, with its session settings
+        job = uuid.uuid4()
+        await db.execute(
+            "INSERT INTO jobyard_jobs (id, metadata, status, total, created_at, updated_at)"
+            " VALUES ($1, '{}', 'running', $2, now(), now())",
+            job,
+            queued + running,
+        )
+        await db.execute(
+            """
+            INSERT INTO jobyard_actions (id, job_id, seq, type, queue, status, attempt, max_attempts, timeout,
+                                         available_at, created_at, updated_at, lease_expires_at)
+            SELECT gen_random_uuid(), $1, g, 'demo.noop', 'default',
+                   CASE WHEN g <= $2::int THEN 'queued' ELSE 'running' END,
+                   CASE WHEN g <= $2::int THEN 0 ELSE 1 END, 3, 60, now(), now(), now(),
+                   CASE WHEN g <= $2::int THEN NULL ELSE now() + interval '1 minute' END
+            FROM generate_series(1, $2::int + $3::int) AS g
+            """,
+            job,
+            queued,
+            running,
+        )
+        if analyzed:
+            await db.execute("ANALYZE jobyard_jobs, jobyard_actions")
+        to_claim = [r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE status = 'queued' LIMIT 40")]
+        to_complete = [
+            r["id"] for r in await db.fetch("SELECT id FROM jobyard_actions WHERE status = 'running' LIMIT 40")
+        ]
+        await db.execute("PREPARE jy_claim AS " + q.PG_CLAIM_ACTIONS)
+        await db.execute("PREPARE jy_complete AS " + q.PG_COMPLETE_ACTIONS)
+        claim = await db.fetch(f"EXPLAIN EXECUTE jy_claim({_array(to_claim, 'uuid[]')}, 'w-1', 30)")
+        complete = await db.fetch(f"EXPLAIN EXECUTE jy_complete({_successes(to_complete)})")
+    for name, rows in (("claim", claim), ("completion", complete)):
+        plan = "\n".join(r[0] for r in rows)
+        assert "jobyard_actions_pkey" in plan, f"{name}:\n{plan}"
+        for wrong in ("ix_jobyard_actions_due", "ix_jobyard_actions_lease", "Seq Scan on jobyard_actions"):
+            assert wrong not in plan, f"{name} uses {wrong}:\n{plan}"
+
+
+def _rows_visited(node: dict[str, Any], table: str) -> int:
+    """The most rows any scan of ``table`` in this plan tree produced or filtered out (per loop, times loops)."""
+    here = 0
+    if node.get("Relation Name") == table and node.get("Node Type") != "ModifyTable":
+        loops = node.get("Actual Loops", 1)
+        here = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
+    return max([here, *(_rows_visited(child, table) for child in node.get("Plans", []))])
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["unanalysed", "analysed"])
