@@ -49,6 +49,13 @@ class Settings(BaseModel):
     worker_concurrency: int = Field(64, ge=1, description="actions one worker process runs at once")
     worker_prefetch: int = Field(0, ge=0, description="messages a worker holds unacked (0: 2 × concurrency)")
     worker_batch: int = Field(200, ge=1, description="most actions claimed or completed in one transaction")
+    worker_batch_interval: float = Field(
+        0.02,
+        ge=0,
+        le=1.0,
+        description="seconds a busy worker leaves between its claims, and between its completions, gathering what "
+        "arrives meanwhile into one statement (busy: its previous batch held at least 8 actions); 0: never waits",
+    )
     poll_interval: float = Field(1.0, gt=0, description="seconds between store polls while the broker is down")
     sweep_after: float = Field(
         60.0,

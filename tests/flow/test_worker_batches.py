@@ -1,0 +1,136 @@
+"""A busy worker gathers its claims and completions (``worker_batch_interval``); an idle one never waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from jobyard.sdk import Yard
+from tests.harness import Stack, stack
+
+yard = Yard("batches")
+
+
+@yard.action("t.noop")
+async def noop(payload: Any) -> Any:
+    return payload
+
+
+@yard.action("t.sleep")
+async def sleep(payload: float) -> float:
+    await asyncio.sleep(payload)
+    return payload
+
+
+Calls = list[tuple[float, int]]  # (time.monotonic() of the call, actions in it)
+
+
+def _record(s: Stack, monkeypatch: pytest.MonkeyPatch) -> tuple[Calls, Calls]:
+    """Every claim and completion the workers send: when, and how many actions each held."""
+    repo = s.runtime.repo
+    claims: Calls = []
+    completions: Calls = []
+
+    def spy(calls: Calls, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def recorded(items: list[Any], *args: Any, **kwargs: Any) -> Any:
+            if items:  # the relay's reaper also calls, mostly with nothing to record
+                calls.append((time.monotonic(), len(items)))
+            return await original(items, *args, **kwargs)
+
+        return recorded
+
+    monkeypatch.setattr(repo, "claim_actions", spy(claims, repo.claim_actions))
+    monkeypatch.setattr(repo, "complete_actions", spy(completions, repo.complete_actions))
+    return claims, completions
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def _noops(count: int, tag: str) -> list[dict[str, Any]]:
+    return [{"type": "t.noop", "payload": f"{tag}{i}"} for i in range(count)]
+
+
+async def test_a_busy_worker_gathers_what_arrives_within_the_interval_into_one_claim(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with stack(make_settings(worker_batch_interval=1.0), yard) as s:
+        claims, completions = _record(s, monkeypatch)
+        first = await s.submit(_noops(10, "a"))  # one message of ten actions: a claim of ten, a busy worker
+        await _until(lambda: len(claims) == 1)
+        second = await s.submit(_noops(10, "b"))
+        third = await s.submit(_noops(10, "c"))
+        finals = [await s.wait(job_id) for job_id in (first, second, third)]
+    assert all(f["status"] == "succeeded" for f in finals)
+    assert [size for _, size in claims] == [10, 20]  # the two later jobs went out together
+    assert claims[1][0] - claims[0][0] >= 0.95  # ... once the interval after the first claim had passed
+    assert [size for _, size in completions] == [10, 20]
+
+
+async def test_a_batch_that_fills_the_free_slots_goes_at_once_and_staggered_outcomes_are_gathered(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with stack(make_settings(worker_batch_interval=1.0, worker_concurrency=10), yard) as s:
+        claims, completions = _record(s, monkeypatch)
+        await s.wait(await s.submit(_noops(10, "a")))
+        # Ten actions for ten free slots: claimed without waiting out the interval. They end 0 to 0.36 s apart,
+        # within the interval after the previous completion, so their outcomes are recorded in one statement.
+        job = await s.submit([{"type": "t.sleep", "payload": i * 0.04} for i in range(10)])
+        final = await s.wait(job)
+    assert final["status"] == "succeeded"
+    assert [size for _, size in claims] == [10, 10]
+    assert claims[1][0] - claims[0][0] < 0.9
+    assert [size for _, size in completions] == [10, 10]
+
+
+async def test_a_worker_under_light_load_never_waits(make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with stack(make_settings(worker_batch_interval=1.0), yard) as s:
+        claims, _ = _record(s, monkeypatch)
+        took = []
+        for i in range(3):
+            began = time.monotonic()
+            assert (await s.wait(await s.submit([{"type": "t.noop", "payload": i}])))["status"] == "succeeded"
+            took.append(time.monotonic() - began)
+    assert [size for _, size in claims] == [1, 1, 1]
+    assert max(took) < 0.8, took  # a wait would have been 1 s
+
+
+async def test_a_busy_worker_that_went_idle_for_the_interval_does_not_wait(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with stack(make_settings(worker_batch_interval=1.0), yard) as s:
+        claims, _ = _record(s, monkeypatch)
+        await s.wait(await s.submit(_noops(10, "busy")))
+        await asyncio.sleep(1.1)
+        began = time.monotonic()
+        await s.wait(await s.submit([{"type": "t.noop", "payload": "after"}]))
+        took = time.monotonic() - began
+    assert [size for _, size in claims] == [10, 1]
+    assert took < 0.8, took  # waiting a whole interval from now would have taken 1 s
+
+
+async def test_a_worker_stopped_while_gathering_hands_the_batch_back_and_keeps_its_slots(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with stack(make_settings(worker_batch_interval=1.0, worker_concurrency=10), yard) as s:
+        claims, _ = _record(s, monkeypatch)
+        worker = s.workers[0]
+        await s.wait(await s.submit(_noops(10, "busy")))
+        gathering = await s.submit(_noops(3, "held"))  # three of ten slots: it waits out the interval
+        await asyncio.sleep(0.3)
+        assert len(claims) == 1
+        await worker.stop(grace=1)
+        await worker.start()
+        final = await s.wait(gathering)  # its message came back to the broker and is delivered again
+        later = await s.wait(await s.submit(_noops(10, "later")))
+    assert final["status"] == later["status"] == "succeeded"
+    assert sum(size for _, size in claims) == 23
+    assert claims[-1][1] == 10  # all ten slots were free again for the last job
