@@ -277,7 +277,7 @@ class Worker:
         batch is full. Without the interval a busy worker's batches are only as large as what arrives while the
         previous one is in flight (about 20 actions in the benchmark), and every batch costs a fixed part on top
         of its actions: the claim's and the completion's statements and round trips, and the events' Redis round
-        trip (benchmarks/RESULTS.md, "Latest").
+        trip (benchmarks/RESULTS.md, "a busy worker gathers its batches").
         """
         interval = self.settings.worker_batch_interval
         if interval <= 0 or last_size < BUSY_BATCH:
@@ -513,9 +513,9 @@ class Worker:
         while True:
             first = await self._finished.get()
             batch = [first]
-            await self._gather_finished(batch, batch_max, self._gather_until(last_at, last_size))
-            last_at, last_size = time.monotonic(), len(batch)
             try:
+                await self._gather_finished(batch, batch_max, self._gather_until(last_at, last_size))
+                last_at, last_size = time.monotonic(), len(batch)
                 await self._complete(batch)
             except Exception:  # never let one bad batch stop the loop (stop() waits on it): the lease reaper
                 # returns whatever this batch did not record, the broker redelivers what it did not ack
