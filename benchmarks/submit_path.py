@@ -1,6 +1,7 @@
-"""Where submit-to-start time goes at light load: one-action jobs, one at a time, split into three legs.
+"""Where submit-to-start time goes: jobs sent one at a time at a steady pace (one action each by default), in legs.
 
     python -m benchmarks.submit_path --jobs 400 --interval-ms 10
+    python -m benchmarks.submit_path --jobs 400 --interval-ms 5 --actions 10    # steady load: 2,000 actions/s
 
 Runs the same processes as ``benchmarks.run`` (API, relay, 2 workers on the real servers) and takes three clocks
 of the same machine: the client's send time, PostgreSQL's ``created_at`` of the job and ``started_at`` of the
@@ -24,7 +25,9 @@ from benchmarks.jobyard_side import JobyardBench, JobyardConfig
 LEGS = ("send → inserted", "inserted → claimed", "claimed → handler", "submit → start")
 
 
-async def measure(jobs: int, interval_ms: float, config: JobyardConfig | None = None) -> dict[str, dict[str, float]]:
+async def measure(
+    jobs: int, interval_ms: float, config: JobyardConfig | None = None, actions: int = 1
+) -> dict[str, dict[str, float]]:
     bench = JobyardBench(config or JobyardConfig())
     await bench.setup()
     try:
@@ -36,7 +39,8 @@ async def measure(jobs: int, interval_ms: float, config: JobyardConfig | None = 
             if pause > 0:
                 await asyncio.sleep(pause)
             t_send = time.time()
-            sent.append((t_send, await bench.submit("submit-path", [{"type": "bench.stamp", "payload": i}])))
+            job = [{"type": "bench.stamp", "payload": i} for _ in range(actions)]
+            sent.append((t_send, await bench.submit("submit-path", job)))
         await bench.wait_finished([job_id for _, job_id in sent], jobs)
         assert bench.db is not None
         rows = await bench.db.fetch(
@@ -46,10 +50,12 @@ async def measure(jobs: int, interval_ms: float, config: JobyardConfig | None = 
         )
     finally:
         await bench.teardown()
-    by_job = {r["job_id"]: r for r in rows}
+    sent_at = {job_id: t_send for t_send, job_id in sent}
+    if len(rows) != jobs * actions:
+        raise RuntimeError(f"expected {jobs * actions} actions, found {len(rows)}")
     legs: dict[str, list[float]] = {leg: [] for leg in LEGS}
-    for t_send, job_id in sent:
-        row = by_job[job_id]
+    for row in rows:
+        t_send = sent_at[row["job_id"]]
         created, claimed = float(row["created"]), float(row["claimed"])
         handler = float(orjson.loads(row["result"])["started_at"])
         spans = ((t_send, created), (created, claimed), (claimed, handler), (t_send, handler))
@@ -62,10 +68,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=400)
     p.add_argument("--interval-ms", type=float, default=10.0)
+    p.add_argument("--actions", type=int, default=1, help="actions per job (each is a sample)")
     add_setting_option(p)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    result = asyncio.run(measure(args.jobs, args.interval_ms, JobyardConfig(extra_env=settings_env(args.setting))))
+    config = JobyardConfig(extra_env=settings_env(args.setting))
+    result = asyncio.run(measure(args.jobs, args.interval_ms, config, args.actions))
     if args.json:
         print(json.dumps(result))
         return

@@ -53,8 +53,9 @@ class Settings(BaseModel):
         0.02,
         ge=0,
         le=1.0,
-        description="seconds a busy worker leaves between its claims, and between its completions, gathering what "
-        "arrives meanwhile into one statement (busy: its previous batch held at least 8 actions); 0: never waits",
+        description="seconds a busy worker that is behind leaves between its claims, and between its completions, "
+        "gathering what arrives meanwhile into one statement (busy: its previous batch held at least 8 actions; "
+        "behind: more arrived while that batch was in flight); 0: never waits",
     )
     poll_interval: float = Field(1.0, gt=0, description="seconds between store polls while the broker is down")
     sweep_after: float = Field(

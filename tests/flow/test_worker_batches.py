@@ -1,4 +1,8 @@
-"""A busy worker gathers its claims and completions (``worker_batch_interval``); an idle one never waits."""
+"""A busy worker that is behind gathers its claims and completions (``worker_batch_interval``); others never wait.
+
+Behind: work arrived while its previous claim (or completion) was in flight. The tests make a worker behind by
+holding its first claim in the store for a moment and submitting meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -29,23 +33,43 @@ async def sleep(payload: float) -> float:
 Calls = list[tuple[float, int]]  # (time.monotonic() of the call, actions in it)
 
 
-def _record(s: Stack, monkeypatch: pytest.MonkeyPatch) -> tuple[Calls, Calls]:
-    """Every claim and completion the workers send: when, and how many actions each held."""
+def _record(
+    s: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    hold_first_claim: asyncio.Event | None = None,
+    hold_first_completion: asyncio.Event | None = None,
+) -> tuple[Calls, Calls]:
+    """Every claim and completion the workers send: when, and how many actions each held.
+
+    ``hold_first_claim`` (``hold_first_completion``): the first claim (completion) waits for this event before it
+    reaches the store, so what arrives meanwhile finds the worker behind.
+    """
     repo = s.runtime.repo
     claims: Calls = []
     completions: Calls = []
 
-    def spy(calls: Calls, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def spy(
+        calls: Calls, original: Callable[..., Awaitable[Any]], hold: asyncio.Event | None
+    ) -> Callable[..., Awaitable[Any]]:
         async def recorded(items: list[Any], *args: Any, **kwargs: Any) -> Any:
             if items:  # the relay's reaper also calls, mostly with nothing to record
                 calls.append((time.monotonic(), len(items)))
+                if len(calls) == 1 and hold is not None:
+                    await hold.wait()
             return await original(items, *args, **kwargs)
 
         return recorded
 
-    monkeypatch.setattr(repo, "claim_actions", spy(claims, repo.claim_actions))
-    monkeypatch.setattr(repo, "complete_actions", spy(completions, repo.complete_actions))
+    monkeypatch.setattr(repo, "claim_actions", spy(claims, repo.claim_actions, hold_first_claim))
+    monkeypatch.setattr(repo, "complete_actions", spy(completions, repo.complete_actions, hold_first_completion))
     return claims, completions
+
+
+async def _release_when(hold: asyncio.Event, condition: Callable[[], bool]) -> None:
+    """Let a held claim or completion go once ``condition`` holds (what it waited for has reached the worker)."""
+    await _until(condition)
+    hold.set()
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -59,14 +83,19 @@ def _noops(count: int, tag: str) -> list[dict[str, Any]]:
     return [{"type": "t.noop", "payload": f"{tag}{i}"} for i in range(count)]
 
 
-async def test_a_busy_worker_gathers_what_arrives_within_the_interval_into_one_claim(
+async def test_a_busy_worker_that_is_behind_gathers_what_arrives_within_the_interval_into_one_claim(
     make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with stack(make_settings(worker_batch_interval=1.0), yard) as s:
-        claims, completions = _record(s, monkeypatch)
+        hold = asyncio.Event()
+        claims, completions = _record(s, monkeypatch, hold_first_claim=hold)
+        worker = s.workers[0]
         first = await s.submit(_noops(10, "a"))  # one message of ten actions: a claim of ten, a busy worker
         await _until(lambda: len(claims) == 1)
         second = await s.submit(_noops(10, "b"))
+        await _release_when(hold, lambda: worker._intake.qsize() == 10)  # it came while the claim was in flight
+        await asyncio.sleep(0.3)  # the first claim is done; the second job waits for the interval to pass
+        assert len(claims) == 1
         third = await s.submit(_noops(10, "c"))
         finals = [await s.wait(job_id) for job_id in (first, second, third)]
     assert all(f["status"] == "succeeded" for f in finals)
@@ -75,17 +104,38 @@ async def test_a_busy_worker_gathers_what_arrives_within_the_interval_into_one_c
     assert [size for _, size in completions] == [10, 20]
 
 
+async def test_a_busy_worker_that_keeps_up_does_not_wait(make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with stack(make_settings(worker_batch_interval=1.0), yard) as s:
+        claims, completions = _record(s, monkeypatch)
+        await s.wait(await s.submit(_noops(10, "a")))  # a claim and a completion of ten: a busy worker
+        began = time.monotonic()
+        # Submitted once the worker is done with the first job: nothing was waiting when its claim came back.
+        await s.wait(await s.submit(_noops(10, "b")))
+        took = time.monotonic() - began
+    assert [size for _, size in claims] == [10, 10]
+    assert [size for _, size in completions] == [10, 10]
+    assert took < 0.8, took  # waiting out the interval would have taken 1 s
+
+
 async def test_a_batch_that_fills_the_free_slots_goes_at_once_and_staggered_outcomes_are_gathered(
     make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with stack(make_settings(worker_batch_interval=1.0, worker_concurrency=10), yard) as s:
-        claims, completions = _record(s, monkeypatch)
-        await s.wait(await s.submit(_noops(10, "a")))
-        # Ten actions for ten free slots: claimed without waiting out the interval. They end 0 to 0.36 s apart,
-        # within the interval after the previous completion, so their outcomes are recorded in one statement.
-        job = await s.submit([{"type": "t.sleep", "payload": i * 0.04} for i in range(10)])
-        final = await s.wait(job)
-    assert final["status"] == "succeeded"
+        hold_claim, hold_completion = asyncio.Event(), asyncio.Event()
+        claims, completions = _record(
+            s, monkeypatch, hold_first_claim=hold_claim, hold_first_completion=hold_completion
+        )
+        worker = s.workers[0]
+        first = await s.submit(_noops(10, "a"))
+        await _until(lambda: len(claims) == 1)
+        # Arrives while the first claim is in flight (the worker is behind): ten actions for ten free slots are
+        # claimed without waiting out the interval. They end 0 to 0.45 s apart, the first while the first
+        # completion is in flight, so the completion loop is behind too and gathers the rest within its interval.
+        job = await s.submit([{"type": "t.sleep", "payload": i * 0.05} for i in range(10)])
+        await _release_when(hold_claim, lambda: worker._intake.qsize() == 10)
+        await _release_when(hold_completion, lambda: worker._finished.qsize() >= 1)
+        finals = [await s.wait(job_id) for job_id in (first, job)]
+    assert all(f["status"] == "succeeded" for f in finals)
     assert [size for _, size in claims] == [10, 10]
     assert claims[1][0] - claims[0][0] < 0.9
     assert [size for _, size in completions] == [10, 10]
@@ -121,11 +171,15 @@ async def test_a_worker_stopped_while_gathering_hands_the_batch_back_and_keeps_i
     make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with stack(make_settings(worker_batch_interval=1.0, worker_concurrency=10), yard) as s:
-        claims, _ = _record(s, monkeypatch)
+        hold = asyncio.Event()
+        claims, _ = _record(s, monkeypatch, hold_first_claim=hold)
         worker = s.workers[0]
-        await s.wait(await s.submit(_noops(10, "busy")))
-        gathering = await s.submit(_noops(3, "held"))  # three of ten slots: it waits out the interval
-        await asyncio.sleep(0.3)
+        busy = await s.submit(_noops(10, "busy"))
+        await _until(lambda: len(claims) == 1)
+        gathering = await s.submit(_noops(3, "held"))
+        await _release_when(hold, lambda: worker._intake.qsize() == 3)  # behind, three of ten slots: it gathers
+        await s.wait(busy)
+        await asyncio.sleep(0.1)
         assert len(claims) == 1
         await worker.stop(grace=1)
         await worker.start()

@@ -95,12 +95,13 @@ async def _gather(calls: list[Any]) -> list[Any]:
     return list(await asyncio.gather(*calls))
 
 
-def test_the_submit_path_breakdown_runs_and_reports_each_leg() -> None:
+@pytest.mark.parametrize("actions", [1, 3])
+def test_the_submit_path_breakdown_runs_and_reports_each_leg(actions: int) -> None:
     import asyncio
 
     from benchmarks.submit_path import LEGS, measure
 
-    result = asyncio.run(measure(5, 5.0, _config()))
+    result = asyncio.run(measure(5, 5.0, _config(), actions))  # it checks that every action was a sample
     assert list(result) == list(LEGS)
     # the legs are consecutive spans of one path: each at least 0 and none longer than the whole
     assert all(result[leg]["p50"] >= 0 for leg in LEGS[:3])
