@@ -84,7 +84,8 @@ def _settle_heap() -> None:
 
     Called before the event loop starts and again once a service has started (its pools, clients, compiled
     statements and the modules it imported on the way). Otherwise every full collection walks all of that: pauses
-    of 55-160 ms in a busy worker or relay, against 0.5-11 ms once settled (benchmarks/RESULTS.md, "Latest").
+    of 55-160 ms in a busy worker or relay, against 0.5-11 ms once settled (benchmarks/RESULTS.md,
+    "the worker's per-action bookkeeping, and the collector's pauses", 2026-11-30 03:29).
     """
     gc.collect()
     gc.freeze()

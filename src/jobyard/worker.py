@@ -278,7 +278,7 @@ class Worker:
         arrived while that batch was in flight (``behind``). Any other worker sends at once, so light load keeps
         its latency, and so does a busy worker that keeps up: one that finds nothing waiting when its previous
         batch is done would only add the wait to each job's start (at 2,000 actions/s in ten-action jobs, waiting
-        without being behind raised the p50 from submit to start from 5–7 ms to 17–19).
+        without being behind raised the p50 from submit to start from about 5–7 ms to 17–19).
 
         Without the interval a behind worker's batches are only as large as what arrives while the previous one
         is in flight (about 20 actions in the benchmark), and every batch costs a fixed part on top of its

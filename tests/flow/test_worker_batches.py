@@ -1,7 +1,7 @@
 """A busy worker that is behind gathers its claims and completions (``worker_batch_interval``); others never wait.
 
 Behind: work arrived while its previous claim (or completion) was in flight. The tests make a worker behind by
-holding its first claim in the store for a moment and submitting meanwhile.
+holding its first claim (or completion) until the next job (or outcome) has reached the worker.
 """
 
 from __future__ import annotations
