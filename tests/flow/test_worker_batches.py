@@ -133,7 +133,8 @@ async def test_a_batch_that_fills_the_free_slots_goes_at_once_and_staggered_outc
         # completion is in flight, so the completion loop is behind too and gathers the rest within its interval.
         job = await s.submit([{"type": "t.sleep", "payload": i * 0.05} for i in range(10)])
         await _release_when(hold_claim, lambda: worker._intake.qsize() == 10)
-        await _release_when(hold_completion, lambda: worker._finished.qsize() >= 1)
+        # The first completion (the first job's ten) is under way and held; an outcome of the second has come.
+        await _release_when(hold_completion, lambda: len(completions) == 1 and worker._finished.qsize() >= 1)
         finals = [await s.wait(job_id) for job_id in (first, job)]
     assert all(f["status"] == "succeeded" for f in finals)
     assert [size for _, size in claims] == [10, 10]
