@@ -46,6 +46,7 @@ class JobyardConfig:
     concurrency: int | None = None  # per worker process; None: jobyard's default
     message_actions: int | None = None  # actions per broker message; None: jobyard's default
     submit_concurrency: int = 8  # HTTP submissions in flight (clients submit concurrently)
+    submit_batch: int = 1  # jobs per request: 1 is POST /api/jobs per job, more is POST /api/jobs:batch
     api_processes: int = 1  # API processes; requests go to each in turn, as behind a load balancer
     latency_samples: int = 200
     latency_interval_ms: float = 10.0
@@ -267,19 +268,31 @@ class JobyardBench:
             raise RuntimeError(f"submit answered {status}: {body[:300]!r}")
         return str(orjson.loads(body)["id"])
 
+    async def submit_batch(self, name: str, jobs: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+        payload = orjson.dumps({"jobs": [{"name": name, "actions": actions} for actions in jobs]})
+        status, body = await self.http.request("POST", "/api/jobs:batch", payload)
+        if status != 202:
+            raise RuntimeError(f"batch submit answered {status}: {body[:300]!r}")
+        return [str(job["id"]) for job in orjson.loads(body)["jobs"]]
+
     async def submit_many(
         self, name: str, jobs: Sequence[Sequence[dict[str, Any]]], submitted: list[str] | None = None
     ) -> list[str]:
-        """Submit ``jobs`` with ``submit_concurrency`` requests in flight; ids in order (and, as each is accepted,
-        appended to ``submitted`` for a concurrent ``wait_finished``)."""
+        """Submit ``jobs`` with ``submit_concurrency`` requests in flight, ``submit_batch`` jobs a request; ids in
+        order (and, as each request is accepted, appended to ``submitted`` for a concurrent ``wait_finished``)."""
         ids: list[str] = [""] * len(jobs)
-        cursor = iter(range(len(jobs)))
+        per = max(1, self.cfg.submit_batch)
+        cursor = iter(range(0, len(jobs), per))
 
         async def submitter() -> None:
-            for index in cursor:
-                ids[index] = job_id = await self.submit(name, jobs[index])
+            for start in cursor:
+                if per == 1:
+                    accepted = [await self.submit(name, jobs[start])]
+                else:
+                    accepted = await self.submit_batch(name, jobs[start : start + per])
+                ids[start : start + len(accepted)] = accepted
                 if submitted is not None:
-                    submitted.append(job_id)
+                    submitted.extend(accepted)
 
         await asyncio.gather(*(submitter() for _ in range(self.cfg.submit_concurrency)))
         return ids
@@ -664,16 +677,23 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
                 "largest_worker": round(sampler.peak_one.get("workers", 0) / mib, 1),
             },
             "worker_processes": cfg.workers,
-            "settings": {
-                k: v
-                for k, v in asdict(cfg).items()
-                if k in ("concurrency", "message_actions", "submit_concurrency", "api_processes", "extra_env")
-            },
+            "settings": {k: v for k, v in asdict(cfg).items() if k in _REPORTED_SETTINGS},
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
         },
     )
     return result
+
+
+# The settings a report shows with its figures (the others are the run's size and the servers' addresses).
+_REPORTED_SETTINGS = (
+    "concurrency",
+    "message_actions",
+    "submit_concurrency",
+    "submit_batch",
+    "api_processes",
+    "extra_env",
+)
 
 
 def run_jobyard(cfg: JobyardConfig) -> dict[str, Any]:

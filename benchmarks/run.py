@@ -44,6 +44,7 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
         concurrency=args.concurrency,
         message_actions=args.message_actions,
         submit_concurrency=args.submit_concurrency,
+        submit_batch=args.submit_batch,
         api_processes=args.api_processes,
         latency_samples=args.latency_samples,
         latency_interval_ms=args.latency_interval_ms,
@@ -149,6 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None, help="jobyard: actions at once per worker process")
     p.add_argument("--message-actions", type=int, default=None, help="jobyard: actions packed per broker message")
     p.add_argument("--submit-concurrency", type=int, default=8, help="jobyard: HTTP submissions in flight")
+    p.add_argument("--submit-batch", type=int, default=1,
+                   help="jobyard: jobs per request (1: POST /api/jobs each; more: POST /api/jobs:batch)")  # fmt: skip
     p.add_argument("--api-processes", type=int, default=1,
                    help="jobyard: API processes, each request to the next (as behind a load balancer)")  # fmt: skip
     p.add_argument("--latency-samples", type=int, default=200)

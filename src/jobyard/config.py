@@ -103,6 +103,7 @@ class Settings(BaseModel):
 
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)")
     max_actions_per_job: int = Field(10_000, ge=1, description="most actions one job may have")
+    max_jobs_per_batch: int = Field(1_000, ge=1, description="most jobs one POST /api/jobs:batch may carry")
     max_payload_bytes: int = Field(256 * 1024, ge=1, description="largest payload of one action (JSON bytes)")
     tenant_jobs_per_minute: int = Field(0, ge=0, description="jobs one tenant may submit per minute (0: no quota)")
     tenant_max_queued_actions: int = Field(

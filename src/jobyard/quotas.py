@@ -23,20 +23,27 @@ class TenantQuotas:
         # fallback when Redis is down.
         self.jobs = RateLimiter(kv, limits, settings.rate_limit_fallback)
 
-    async def admit_submission(self, tenant: str, actions: int) -> None:
-        """Raise ``QuotaExceeded`` if ``tenant`` may not submit a job of ``actions`` actions now."""
+    async def admit_submission(self, tenant: str, actions: int, jobs: int = 1) -> None:
+        """Raise ``QuotaExceeded`` if ``tenant`` may not submit ``jobs`` jobs of ``actions`` actions in all now."""
+        what = "this job adds" if jobs == 1 else f"these {jobs} jobs add"
         if self.max_waiting:
             waiting = await self.repo.count_waiting_actions(tenant)
             if waiting + actions > self.max_waiting:
                 raise QuotaExceeded(
                     f"tenant {tenant!r} may have at most {self.max_waiting} actions waiting "
-                    f"(JOBYARD_TENANT_MAX_QUEUED_ACTIONS); {waiting} are waiting and this job adds {actions}; "
+                    f"(JOBYARD_TENANT_MAX_QUEUED_ACTIONS); {waiting} are waiting and {what} {actions}; "
                     "retry once some have run",
                     retry_after=5.0,
                 )
-        checked = await self.jobs.check(JOBS_GROUP, tenant)
+        checked = await self.jobs.check(JOBS_GROUP, tenant, cost=jobs)
         if checked is not None and not checked[1].allowed:
             limit, decision = checked
+            if jobs > limit.count:
+                raise QuotaExceeded(
+                    f"tenant {tenant!r} may submit at most {limit.count} jobs per minute "
+                    f"(JOBYARD_TENANT_JOBS_PER_MINUTE), fewer than the {jobs} of this batch: send smaller batches",
+                    retry_after=60.0,
+                )
             raise QuotaExceeded(
                 f"tenant {tenant!r} may submit at most {limit.count} jobs per minute "
                 f"(JOBYARD_TENANT_JOBS_PER_MINUTE); retry in {decision.retry_after:.1f}s",

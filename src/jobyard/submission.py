@@ -23,29 +23,35 @@ class ActionRequest(Protocol):
     concurrency_limit: int | None
 
 
-def build_action_specs(yard: Yard, settings: Settings, actions: Sequence[ActionRequest]) -> list[ActionSpecIn]:
-    """Resolve each requested action against the registry and the limits; raise on the first one at fault."""
+def build_action_specs(
+    yard: Yard, settings: Settings, actions: Sequence[ActionRequest], at: tuple[str | int, ...] = ("body",)
+) -> list[ActionSpecIn]:
+    """Resolve each requested action against the registry and the limits; raise on the first one at fault.
+
+    ``at`` is where the job sits in the request (``("body", "jobs", 3)`` for the fourth job of a batch): the
+    errors' ``loc`` and messages name the field from there."""
     if not actions:
-        raise ValidationError("a job needs at least one action", loc=("body", "actions"))
+        raise ValidationError("a job needs at least one action", loc=(*at, "actions"))
     if len(actions) > settings.max_actions_per_job:
         raise ValidationError(
             f"a job may have at most {settings.max_actions_per_job} actions (JOBYARD_MAX_ACTIONS_PER_JOB); "
             f"this one has {len(actions)}: split it into several jobs",
-            loc=("body", "actions"),
+            loc=(*at, "actions"),
         )
     specs: list[ActionSpecIn] = []
     for index, request in enumerate(actions):
         if request.payload is not None:
             size = len(jsonutil.dumps(request.payload))
             if size > settings.max_payload_bytes:
+                where = ".".join(str(part) for part in (*at, "actions", index, "payload"))
                 raise PayloadTooLarge(
-                    f"the payload of action {index} (body.actions.{index}.payload) is {size} bytes of JSON; the "
+                    f"the payload of action {index} ({where}) is {size} bytes of JSON; the "
                     f"limit is {settings.max_payload_bytes} (JOBYARD_MAX_PAYLOAD_BYTES): pass a reference instead"
                 )
         try:
             definition = yard.get(request.type)
         except UnknownActionType as exc:
-            raise UnknownActionType(exc.message, loc=("body", "actions", index, "type")) from None
+            raise UnknownActionType(exc.message, loc=(*at, "actions", index, "type")) from None
         specs.append(
             ActionSpecIn(
                 type=definition.name,

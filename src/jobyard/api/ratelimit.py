@@ -14,7 +14,7 @@ from jobyard.kv.ratelimit import RateLimiter, headers
 def route_group(method: str, path: str) -> str | None:
     if not path.startswith("/api/"):
         return None
-    if method == "POST" and path == "/api/jobs":
+    if method == "POST" and path in ("/api/jobs", "/api/jobs:batch"):
         return "submit"
     if method in ("GET", "HEAD"):
         return "read"

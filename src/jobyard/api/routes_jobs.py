@@ -17,7 +17,7 @@ from jobyard.auth import Principal
 from jobyard.errors import NotFound, ValidationError
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
-from jobyard.store.repository import DedupKey
+from jobyard.store.repository import DedupKey, NewJob
 from jobyard.submission import build_action_specs
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -32,17 +32,33 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 IDEMPOTENCY_TTL = 24 * 3600.0
 
 
+def _request_hash(body: schemas.JobIn | schemas.JobBatchIn) -> str:
+    """What makes two submissions the same request: their content, whatever the order of its keys."""
+    canonical = body.model_dump(mode="json", exclude={"dedup_window"})
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def _dedup_keys(body: schemas.JobIn, idempotency_key: str | None) -> list[DedupKey]:
     if idempotency_key is None and not body.dedup_window:
         return []  # most submissions: no request hash to compute
-    canonical = body.model_dump(mode="json", exclude={"dedup_window"})
-    request_hash = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    request_hash = _request_hash(body)
     dedup = []
     if idempotency_key is not None:
         dedup.append(DedupKey(f"idem:{idempotency_key}", request_hash, IDEMPOTENCY_TTL, must_match=True))
     if body.dedup_window:
         dedup.append(DedupKey(f"sum:{request_hash}", request_hash, body.dedup_window, must_match=False))
     return dedup
+
+
+async def _check_webhook(rt: Runtime, url: str, loc: tuple[str | int, ...]) -> None:
+    """A job's own webhook URL: needs the signing secret, and a target the server may call."""
+    if rt.settings.webhook_secret is None:
+        raise ValidationError(
+            "per-job webhooks are signed with JOBYARD_WEBHOOK_SECRET, which is not set on this server", loc
+        )
+    from jobyard.api.routes_webhooks import check_target
+
+    await check_target(rt, url, loc)
 
 
 @router.post(
@@ -75,14 +91,7 @@ async def accept_job(
     """Store a submitted job (the route's work; also the API's fast path for it, ``jobyard.api.fastpath``)."""
     specs = build_action_specs(yard, rt.settings, body.actions)
     if body.webhook_url is not None:
-        if rt.settings.webhook_secret is None:
-            raise ValidationError(
-                "per-job webhooks are signed with JOBYARD_WEBHOOK_SECRET, which is not set on this server",
-                ("body", "webhook_url"),
-            )
-        from jobyard.api.routes_webhooks import check_target
-
-        await check_target(rt, body.webhook_url, ("body", "webhook_url"))
+        await _check_webhook(rt, body.webhook_url, ("body", "webhook_url"))
     await rt.quotas.admit_submission(caller.tenant, len(specs))
     job, action_ids = await rt.repo.create_job(
         tenant_id=caller.tenant,
@@ -99,6 +108,70 @@ async def accept_job(
         {"id": job.id, "status": job.status.value, "status_url": f"/api/jobs/{job.id}/status"},
         status_code=202 if created else 200,
         headers={"Location": f"/api/jobs/{job.id}", **({} if created else {"Idempotent-Replayed": "true"})},
+    )
+
+
+@router.post(
+    "/jobs:batch",
+    status_code=202,
+    response_model=schemas.JobBatchAccepted,
+    responses={
+        200: {"model": schemas.JobBatchAccepted, "description": "the same request was already accepted: those jobs"},
+        409: {"model": schemas.ErrorOut, "description": "the Idempotency-Key was used for a different request"},
+        422: {"description": "invalid submission; `detail[].loc` names the job and the field at fault"},
+    },
+    summary="Submit several jobs at once, stored together or not at all",
+)
+async def submit_jobs(
+    body: schemas.JobBatchIn,
+    rt: RuntimeDep,
+    yard: YardDep,
+    caller: deps.Writer,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200, description="retry-safe submission: the same key returns the same jobs"),
+    ] = None,
+) -> Response:
+    """Many jobs in one request: one round trip and one transaction for all of them.
+
+    Each job is what ``POST /api/jobs`` takes and becomes the same job. The whole batch is checked first (a job at
+    fault fails the request, naming it in ``loc``: ``["body", "jobs", 3, "actions", 0, "type"]``) and then stored
+    in one transaction, so either every job is accepted or none is. With an ``Idempotency-Key`` the batch is
+    retry-safe as a whole: the same key and body return the same jobs (200), the same key with another body is a
+    409. A job's own ``dedup_window`` applies to that job alone.
+    """
+    limit = rt.settings.max_jobs_per_batch
+    if len(body.jobs) > limit:
+        raise ValidationError(
+            f"a batch may have at most {limit} jobs (JOBYARD_MAX_JOBS_PER_BATCH); this one has {len(body.jobs)}: "
+            "send it in several requests",
+            ("body", "jobs"),
+        )
+    batch_hash = _request_hash(body) if idempotency_key is not None else None
+    new: list[NewJob] = []
+    for index, job in enumerate(body.jobs):
+        at = ("body", "jobs", index)
+        specs = build_action_specs(yard, rt.settings, job.actions, at)
+        if job.webhook_url is not None:
+            await _check_webhook(rt, job.webhook_url, (*at, "webhook_url"))
+        dedup = _dedup_keys(job, None)
+        if idempotency_key is not None and batch_hash is not None:
+            # One key per job of the batch, each holding the whole request's hash: a retry finds every job again.
+            key = f"idem:{idempotency_key}#{index}"
+            dedup.append(DedupKey(key, batch_hash, IDEMPOTENCY_TTL, must_match=True, shown=repr(idempotency_key)))
+        details = {"actions": len(specs), "name": job.name, "batch": len(body.jobs)}
+        audit = caller.audit("job.submitted", details=details)
+        new.append(NewJob(job.name, job.metadata, specs, dedup, job.webhook_url, audit))
+    await rt.quotas.admit_submission(caller.tenant, sum(len(job.actions) for job in new), jobs=len(new))
+    stored = await rt.repo.create_jobs(tenant_id=caller.tenant, jobs=new, handoff=rt.submission_handoff())
+    created = any(action_ids for _, action_ids in stored)
+    accepted = [
+        {"id": job.id, "status": job.status.value, "status_url": f"/api/jobs/{job.id}/status"} for job, _ in stored
+    ]
+    return deps.json_response(
+        {"jobs": accepted},
+        status_code=202 if created else 200,
+        headers={} if created else {"Idempotent-Replayed": "true"},
     )
 
 

@@ -84,6 +84,19 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
+class JobBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobIn] = Field(
+        min_length=1,
+        description="the jobs, stored together or not at all (at most JOBYARD_MAX_JOBS_PER_BATCH, 1,000 by default)",
+    )
+
+
+class JobBatchAccepted(BaseModel):
+    jobs: list[JobAccepted] = Field(description="one entry per submitted job, in the order submitted")
+
+
 class ProgressOut(BaseModel):
     total: int
     queued: int

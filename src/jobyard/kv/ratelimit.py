@@ -62,13 +62,14 @@ class RateLimiter:
         self._degraded = False
         self.refused: Counter[str] = Counter()  # refusals by route group (the /metrics counter)
 
-    async def check(self, group: str, caller: str) -> tuple[Limit, RateDecision] | None:
+    async def check(self, group: str, caller: str, cost: int = 1) -> tuple[Limit, RateDecision] | None:
+        """Take ``cost`` units of ``caller``'s allowance in ``group`` (None: no limit for the group)."""
         limit = self.limits.get(group)
         if limit is None:
             return None
         key = keys.rate_limit(group, caller)
         try:
-            decision = await self.kv.gcra(key, limit.interval, limit.count)
+            decision = await self.kv.gcra(key, limit.interval, limit.count, cost)
             if self._degraded:
                 log.info("rate limits are shared through Redis again")
                 self._degraded = False
@@ -81,7 +82,7 @@ class RateLimiter:
             elif self.fallback == "closed":
                 decision = RateDecision(False, 0, 1.0, 1.0)
             else:
-                decision = await self._local.gcra(key, limit.interval, limit.count)
+                decision = await self._local.gcra(key, limit.interval, limit.count, cost)
         if not decision.allowed:
             self.refused[group] += 1
         return limit, decision

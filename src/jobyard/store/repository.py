@@ -72,6 +72,18 @@ class _NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class NewJob:
+    """One job of a batch for ``Repository.create_jobs`` (the arguments ``create_job`` takes for one job)."""
+
+    name: str | None
+    metadata: dict[str, Any]
+    actions: Sequence[ActionSpecIn]
+    dedup: Sequence[DedupKey] = ()
+    webhook_url: str | None = None
+    audit: AuditEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DedupKey:
     """A deduplication key for a submission: ``idem:{Idempotency-Key}`` (must match) or ``sum:{checksum}``."""
 
@@ -79,10 +91,11 @@ class DedupKey:
     request_hash: str
     ttl: float
     must_match: bool = True
+    shown: str | None = None  # the Idempotency-Key as the client sent it, when the key is derived from it
 
     def describe(self) -> str:
         kind, _, value = self.key.partition(":")
-        return f"Idempotency-Key {value!r}" if kind == "idem" else "this content checksum"
+        return f"Idempotency-Key {self.shown or repr(value)}" if kind == "idem" else "this content checksum"
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,6 +668,52 @@ class Repository:
             if created:
                 self._hand_over(handoff, row_ids, outbox)
         return _job(row), action_ids if created else []
+
+    async def create_jobs(
+        self, *, tenant_id: str, jobs: Sequence[NewJob], handoff: Handoff | None = None
+    ) -> list[tuple[JobRecord, list[UUID]]]:
+        """Several jobs of one tenant in one transaction: all of them are stored, or none.
+
+        For each job, in order, what ``create_job`` returns: its record and its action ids, or no action ids when
+        one of its dedup keys returned a job stored before. On PostgreSQL, jobs without dedup keys and up to
+        ``_MAX_ACTIONS_PER_INSERT`` actions in all go in one statement (as the group commit writes concurrent
+        submissions) and their messages to ``handoff``; otherwise each job is written as ``create_job`` writes it,
+        all in one transaction, and the relay publishes their messages.
+        """
+        if not jobs:
+            return []
+        total = sum(len(job.actions) for job in jobs)
+        if self._fast and total <= _MAX_ACTIONS_PER_INSERT and not any(job.dedup for job in jobs):
+            new: list[_NewJob] = []
+            for job in jobs:
+                job_id, action_ids = uuid7(), uuid7_many(len(job.actions))
+                outbox = self._outbox_bodies(job_id, action_ids, job.actions)
+                new.append(
+                    _NewJob(
+                        tenant_id, job.name, job.metadata, job.actions, job_id, action_ids, job.webhook_url,
+                        job.audit, outbox,
+                    )
+                )  # fmt: skip
+            records = await self._insert_jobs_pg(handoff, new)
+            return [(record, item.action_ids) for record, item in zip(records, new, strict=True)]
+        created: list[tuple[JobRecord, list[UUID]]] = []
+        async with self._tx() as conn:
+            for job in jobs:
+                created.append(
+                    await self.create_job(
+                        tenant_id=tenant_id,
+                        name=job.name,
+                        metadata=job.metadata,
+                        actions=job.actions,
+                        connection=conn,
+                        dedup=job.dedup,
+                        webhook_url=job.webhook_url,
+                        audit=job.audit,
+                    )
+                )
+        if any(action_ids for _, action_ids in created):
+            self._outbox_event.set()  # committed: the relay publishes them now rather than at its next look
+        return created
 
     def _hand_over(self, handoff: Handoff | None, row_ids: list[int], outbox: list[tuple[UUID, str, bytes]]) -> None:
         if handoff is None:
