@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from jobyard import messages
+from jobyard.errors import StoreError
 from jobyard.model import ActionSpecIn, ActionStatus, JobStatus, Outcome, OutcomeKind
 from jobyard.store import Repository
-from jobyard.store.repository import OutboxRow
+from jobyard.store.repository import NewJob, OutboxRow
 
 
 def specs(n: int, *, type_: str = "demo.noop", queue: str = "q", max_attempts: int = 3) -> list[ActionSpecIn]:
@@ -66,7 +67,6 @@ async def test_a_jobs_actions_are_packed_per_queue_up_to_the_limit(repo: Reposit
 async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_audit(
     repo: Repository, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from jobyard.errors import StoreError
     from jobyard.model import AuditEntry
 
     async def submit(i: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
@@ -114,6 +114,39 @@ async def test_concurrent_submissions_each_get_their_own_job_actions_events_and_
         for result in (results[1], results[3]):
             assert not isinstance(result, BaseException)
             assert await repo.get_job("t0", result[0]) is not None or await repo.get_job("t1", result[0]) is not None
+
+
+async def test_a_batch_of_jobs_is_stored_whole_or_not_at_all_among_other_submissions(repo: Repository) -> None:
+    def batch(sizes: list[int], *, tenant: str = "t0") -> list[NewJob]:
+        return [NewJob(f"{tenant}-{i}", {"i": i}, specs(n)) for i, n in enumerate(sizes)]
+
+    async def single(i: int) -> uuid.UUID:
+        return (await repo.create_job(tenant_id="t1", name=f"single-{i}", metadata={}, actions=specs(1)))[0].id
+
+    runs_before = repo.job_inserts.runs
+    made = await asyncio.gather(
+        single(0), repo.create_jobs(tenant_id="t0", jobs=batch([2, 1, 3])), single(1), single(2)
+    )  # fmt: skip
+    stored = made[1]
+    assert [job.name for job, _ in stored] == ["t0-0", "t0-1", "t0-2"]  # in the order given
+    for (job, ids), total in zip(stored, [2, 1, 3], strict=True):
+        found = await repo.get_job_with_actions("t0", job.id)
+        assert found is not None and found[0].total == total and [a.id for a in found[1]] == ids
+    for job_id in (made[0], made[2], made[3]):
+        assert await repo.get_job("t1", job_id) is not None
+    if repo.dialect == "postgresql":  # the batch went through the group commit with the single submissions
+        assert repo.job_inserts.runs - runs_before < 4
+
+    # A batch the store refuses fails whole, and alone: what was written with it is stored.
+    refused = batch([1, 1], tenant="t2")
+    refused[1] = NewJob("t2-1", {}, [ActionSpecIn("demo.noop", None, None, 3, 30.0)])  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        single(3), repo.create_jobs(tenant_id="t2", jobs=refused), single(4), return_exceptions=True
+    )  # fmt: skip
+    assert isinstance(results[1], StoreError)
+    assert await repo.list_jobs("t2", status=None, before=None, limit=10) == []  # not even its first job
+    for job_id in (results[0], results[2]):
+        assert not isinstance(job_id, BaseException) and await repo.get_job("t1", job_id) is not None
 
 
 async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:

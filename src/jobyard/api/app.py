@@ -327,7 +327,7 @@ def _submission_counts(rt: Runtime) -> dict[str, int]:
     """Counters of this process's submission path: the grouped statements (PostgreSQL) and the handoff."""
     out: dict[str, int] = {}
     if rt.repo.dialect == "postgresql":
-        out.update(statements=rt.repo.job_inserts.runs, jobs=rt.repo.job_inserts.items)
+        out.update(statements=rt.repo.job_inserts.runs, jobs=rt.repo.jobs_inserted)
     if rt.handoff is not None:
         out.update(handoff_published=rt.handoff.published, handoff_left=rt.handoff.left)
     return out

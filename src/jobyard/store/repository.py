@@ -417,10 +417,12 @@ class Repository:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self.jobs_inserted = 0  # jobs written by the group commit (its runs count the statements)
         # Submissions that arrive while one is being written are written together (store/batching.py).
-        self.job_inserts: Coalescer[_NewJob, JobRecord] = Coalescer(
-            self._insert_jobs_pg,
-            size=lambda job: len(job.actions),
+        # An item is one submission: a job, or a batch of jobs (``create_jobs``) that must go in one statement.
+        self.job_inserts: Coalescer[list[_NewJob], list[JobRecord]] = Coalescer(
+            self._insert_submissions_pg,
+            size=lambda jobs: sum(len(job.actions) for job in jobs),
             max_weight=_MAX_ACTIONS_PER_INSERT,
             alone=_about_the_data,
             gone=lambda: StoreUnavailable("the process is stopping; the submission may not have been stored"),
@@ -575,7 +577,7 @@ class Repository:
         outbox = self._outbox_bodies(job_id, action_ids, actions)
         if self._fast and connection is None and not dedup:
             new = _NewJob(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox)
-            return await self.job_inserts.submit(handoff, new), action_ids
+            return (await self.job_inserts.submit(handoff, [new]))[0], action_ids
         hold = handoff.hold if handoff is not None else 0.0
         job_row = {
             "id": job_id,
@@ -675,15 +677,14 @@ class Repository:
         """Several jobs of one tenant in one transaction: all of them are stored, or none.
 
         For each job, in order, what ``create_job`` returns: its record and its action ids, or no action ids when
-        one of its dedup keys returned a job stored before. On PostgreSQL, jobs without dedup keys and up to
-        ``_MAX_ACTIONS_PER_INSERT`` actions in all go in one statement (as the group commit writes concurrent
-        submissions) and their messages to ``handoff``; otherwise each job is written as ``create_job`` writes it,
-        all in one transaction, and the relay publishes their messages.
+        one of its dedup keys returned a job stored before. On PostgreSQL, a batch without dedup keys goes through
+        the group commit as one submission (one statement, with whatever other submissions are waiting) and its
+        messages to ``handoff``; otherwise each job is written as ``create_job`` writes it, all in one
+        transaction, and the relay publishes their messages.
         """
         if not jobs:
             return []
-        total = sum(len(job.actions) for job in jobs)
-        if self._fast and total <= _MAX_ACTIONS_PER_INSERT and not any(job.dedup for job in jobs):
+        if self._fast and not any(job.dedup for job in jobs):
             new: list[_NewJob] = []
             for job in jobs:
                 job_id, action_ids = uuid7(), uuid7_many(len(job.actions))
@@ -694,7 +695,7 @@ class Repository:
                         job.audit, outbox,
                     )
                 )  # fmt: skip
-            records = await self._insert_jobs_pg(handoff, new)
+            records = await self.job_inserts.submit(handoff, new)
             return [(record, item.action_ids) for record, item in zip(records, new, strict=True)]
         created: list[tuple[JobRecord, list[UUID]]] = []
         async with self._tx() as conn:
@@ -749,6 +750,17 @@ class Repository:
         for group in messages.chunks([spec.queue for spec in actions], self.message_actions):
             body = encoded[group[0]] if len(group) == 1 else messages.pack([encoded[i] for i in group])
             out.append((action_ids[group[0]], actions[group[0]].queue, body))
+        return out
+
+    async def _insert_submissions_pg(self, handoff: Any, submissions: Sequence[list[_NewJob]]) -> list[list[JobRecord]]:
+        """The group commit's run: every job of these submissions in one statement; their records per submission."""
+        records = await self._insert_jobs_pg(handoff, [job for jobs in submissions for job in jobs])
+        out: list[list[JobRecord]] = []
+        start = 0
+        for jobs in submissions:
+            out.append(records[start : start + len(jobs)])
+            start += len(jobs)
+        self.jobs_inserted += start
         return out
 
     async def _insert_jobs_pg(self, handoff: Any, jobs: Sequence[_NewJob]) -> list[JobRecord]:
