@@ -83,6 +83,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             if name != "jobyard" and r["actions_per_s"] > 0:
                 lines.append(f"jobyard / {name}: {jy['actions_per_s'] / r['actions_per_s']:.2f}x throughput")
         details = jy["details"]
+        per_request = details["settings"].get("submit_batch", 1)
+        lines.append(
+            "jobyard submissions: one job a request (POST /api/jobs)"
+            if per_request <= 1
+            else f"jobyard submissions: {per_request} jobs a request (POST /api/jobs:batch)"
+        )
         rss = details["peak_rss_mb"]
         apis = details["settings"].get("api_processes", 1)
         api_rss = f"{rss['api']} (all {apis})" if apis > 1 else f"{rss['api']}"

@@ -30,6 +30,10 @@ async def test_a_batch_is_stored_in_order_and_each_job_runs_as_if_submitted_alon
         accepted = response.json()["jobs"]
         finals = [await s.wait(job["id"]) for job in accepted]
         views = [(await s.http.get(f"/api/jobs/{job['id']}")).json() for job in accepted]
+        metrics = (await s.http.get("/metrics")).text
+    if s.runtime.repo.dialect == "postgresql":  # the three jobs went in one statement
+        assert "jobyard_submit_statements_total 1.0" in metrics
+        assert "jobyard_submit_statement_jobs_total 3.0" in metrics
     assert response.status_code == 202 and len(accepted) == 3
     assert all(job["status"] == "pending" and job["status_url"] == f"/api/jobs/{job['id']}/status" for job in accepted)
     assert [view["name"] for view in views] == ["job-0", "job-1", "job-2"]  # the order sent

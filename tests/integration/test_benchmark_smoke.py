@@ -60,6 +60,13 @@ def test_reads_are_set_beside_the_slow_moments_the_probe_found() -> None:
     assert share_after_slow_cpu([], slow_at) is None and share_after_slow_cpu([1.0], []) == 0.0
 
 
+def test_the_jobyard_benchmark_can_submit_in_batches_including_a_last_partial_one() -> None:
+    config = _config(jobs=7, actions=2, submit_batch=3, latency_samples=2, status_rps=0)
+    result = run_jobyard(config)
+    assert result["verified"] == {"actions": 14, "recorded": 14, "jobs_succeeded": 7}
+    assert result["details"]["settings"]["submit_batch"] == 3
+
+
 def test_the_jobyard_benchmark_spreads_requests_over_several_api_processes() -> None:
     config = _config(jobs=6, actions=3, latency_samples=3, latency_interval_ms=5.0, status_rps=50.0,
                      status_seconds=0.2, status_while_busy=False, api_processes=2)  # fmt: skip
