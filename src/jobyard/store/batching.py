@@ -4,6 +4,7 @@ A submission is one statement and one commit (the job, its actions, their outbox
 row). Under load most of PostgreSQL's cost per submission is the statement and the commit, not the rows: eight
 jobs of ten actions in one statement cost PostgreSQL less than half the CPU per job that eight statements do, and
 the API process too (``python -m benchmarks.group_commit``, ``benchmarks/RESULTS.md``).
+A batch of jobs (``POST /api/jobs:batch``) is one submission: its jobs always share a statement, and so its fate.
 ``Coalescer`` runs the first call at once, in the caller's own task, so a lone submission waits for nothing;
 the calls that arrive while it is in flight wait for it and then go in one statement, and so on. Each job stays
 all or nothing (a batch is one transaction); a batch the store refuses for what it would write (a value too long,
