@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from jobyard import messages
 from jobyard.errors import StoreError
@@ -147,6 +148,31 @@ async def test_a_batch_of_jobs_is_stored_whole_or_not_at_all_among_other_submiss
     assert await repo.list_jobs("t2", status=None, before=None, limit=10) == []  # not even its first job
     for job_id in (results[0], results[2]):
         assert not isinstance(job_id, BaseException) and await repo.get_job("t1", job_id) is not None
+
+
+async def test_the_ready_sweep_never_waits_for_a_job_row_another_writer_holds(repo: Repository) -> None:
+    if repo.dialect != "postgresql":
+        pytest.skip("row locks: SQLite has one writer at a time")
+    held, free = sorted([(await repo.create_job(tenant_id="t", name=None, metadata={}, actions=specs(1)))[0].id
+                         for _ in range(2)])  # fmt: skip
+    await drain_outbox(repo)  # both jobs' messages have left: both are ready to be marked
+    async with repo.engine.connect() as other:  # a completion holding the first job's row (the order it locks in)
+        await other.execute(
+            sqlalchemy.text("SELECT id FROM jobyard_jobs WHERE id = :id FOR NO KEY UPDATE"), {"id": held}
+        )
+        # Waiting for that row (as the sweep did, in the plan's order, while the completion waited for a row the
+        # sweep held) is how they deadlocked; now the sweep marks what it can and leaves the held job for later.
+        assert await asyncio.wait_for(repo.mark_ready_jobs(), timeout=2.0) == 1
+        await other.rollback()
+    assert await repo.mark_ready_jobs() == 1  # the job skipped is marked by the next sweep
+    published: list[tuple[str, uuid.UUID]] = []
+
+    async def publish(rows: list[Any]) -> None:
+        published.extend((r.type, r.job_id) for r in rows if r.type == "job.ready")
+
+    while await repo.dispatch_events(100, publish):
+        pass
+    assert sorted(published) == [("job.ready", held), ("job.ready", free)]
 
 
 async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:

@@ -491,8 +491,16 @@ OUTBOX_BACKLOG = select(func.count(), func.min(OB.available_at)).where(OB.availa
 _FIRST_MESSAGE_WAITING = exists(
     select(literal(1)).select_from(outbox.join(actions, A.id == OB.action_id)).where(A.job_id == J.id, A.attempt == 0)
 )
+# The sweep locks the jobs it marks, skipping any another writer holds: it must never wait for a job row. It used to
+# wait, in MARK_JOBS_READY, for rows it met in whatever order the plan gave, while a completion held some of them
+# and waited (in id order) for others: a deadlock, which PostgreSQL breaks only after deadlock_timeout (1 s), the
+# workers' completions stalled meanwhile. A job skipped now is ready at the next sweep, or when it finishes.
 SELECT_NEWLY_READY_JOBS = (
-    select(J.id).where(J.ready_at.is_(None), ~_FIRST_MESSAGE_WAITING).order_by(J.id).limit(bindparam("p_limit"))
+    select(J.id)
+    .where(J.ready_at.is_(None), ~_FIRST_MESSAGE_WAITING)
+    .order_by(J.id)
+    .limit(bindparam("p_limit"))
+    .with_for_update(key_share=True, skip_locked=True)
 )
 MARK_JOBS_READY = (
     update(jobs)
