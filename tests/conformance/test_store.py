@@ -175,6 +175,26 @@ async def test_the_ready_sweep_never_waits_for_a_job_row_another_writer_holds(re
     assert sorted(published) == [("job.ready", held), ("job.ready", free)]
 
 
+async def test_the_heartbeat_locks_actions_in_id_order_as_a_completion_does(repo: Repository) -> None:
+    if repo.dialect != "postgresql":
+        pytest.skip("row locks: SQLite has one writer at a time")
+    _, ids = await repo.create_job(tenant_id="t", name=None, metadata={}, actions=specs(3))
+    await repo.claim_actions(ids, worker_id="w1", lease=30)
+    low, _, high = sorted(ids)
+    held = [(action_id, 1) for action_id in sorted(ids, reverse=True)]  # the worker's own order: when each started
+    lock = sqlalchemy.text("SELECT id FROM jobyard_actions WHERE id = :id FOR NO KEY UPDATE NOWAIT")
+    async with repo.engine.connect() as first, repo.engine.connect() as second:
+        await first.execute(lock, {"id": low})  # a completion holding the lowest row, about to lock the others
+        extending = asyncio.create_task(repo.extend_leases(held, 30))
+        await asyncio.sleep(0.3)  # the heartbeat is waiting for the lowest row
+        assert not extending.done()
+        # It holds no other row meanwhile (it would if it locked in its own order): the completion could go on.
+        await second.execute(lock, {"id": high})
+        await second.rollback()
+        await first.rollback()
+        assert await asyncio.wait_for(extending, timeout=5.0) == set(ids)
+
+
 async def test_outbox_rows_stay_when_publishing_fails(repo: Repository) -> None:
     await repo.create_job(tenant_id="t1", name=None, metadata={}, actions=specs(2))
 

@@ -988,7 +988,10 @@ class Repository:
         if not held:
             return kept
         async with self._tx() as conn:
-            for action_id, attempt in held:
+            # In id order, as a completion locks them: in the worker's order (when each attempt started) the
+            # heartbeat could hold one row a completion of the same worker waited for while it waited for another
+            # that completion held, a deadlock PostgreSQL breaks only after deadlock_timeout (1 s).
+            for action_id, attempt in sorted(held):
                 row = (
                     await conn.execute(q.EXTEND_LEASE, {"p_id": action_id, "p_attempt": attempt, "p_lease": lease})
                 ).first()
@@ -1120,7 +1123,9 @@ class Repository:
             # One transition per action per batch; a second outcome for it would be refused by the fence anyway.
             first.setdefault(outcome.action_id, outcome)
         ids, attempts, statuses, results, errors, delays, queues, bodies = [], [], [], [], [], [], [], []
-        for outcome in first.values():
+        # In id order: whatever plan the statement gets, it then locks the actions' rows in the order the heartbeat
+        # (``extend_leases``) does, so the two never wait for each other in a cycle.
+        for outcome in sorted(first.values(), key=lambda o: o.action_id):
             kind = outcome.kind
             if kind is OutcomeKind.RETRY and outcome.message_body is None:
                 raise StoreError("a retry outcome needs the message body to re-enqueue")
