@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import sqlalchemy
 
 from jobyard import messages
+from jobyard.config import Settings
 from jobyard.errors import StoreError
 from jobyard.model import ActionSpecIn, ActionStatus, JobStatus, Outcome, OutcomeKind
-from jobyard.store import Repository
+from jobyard.store import Repository, create_repository
 from jobyard.store.repository import NewJob, OutboxRow
+from tests.conftest import _truncate
 
 
 def specs(n: int, *, type_: str = "demo.noop", queue: str = "q", max_attempts: int = 3) -> list[ActionSpecIn]:
@@ -150,9 +153,18 @@ async def test_a_batch_of_jobs_is_stored_whole_or_not_at_all_among_other_submiss
         assert not isinstance(job_id, BaseException) and await repo.get_job("t1", job_id) is not None
 
 
-async def test_the_ready_sweep_never_waits_for_a_job_row_another_writer_holds(repo: Repository) -> None:
-    if repo.dialect != "postgresql":
-        pytest.skip("row locks: SQLite has one writer at a time")
+@pytest.fixture
+async def pg_repo(pg_database: str) -> AsyncIterator[Repository]:
+    """The store on PostgreSQL only: row locks (SQLite has one writer at a time, so no two wait for each other)."""
+    await _truncate(pg_database)
+    repository = create_repository(Settings(database_url=pg_database))
+    yield repository
+    await repository.close()
+
+
+@pytest.mark.integration
+async def test_the_ready_sweep_never_waits_for_a_job_row_another_writer_holds(pg_repo: Repository) -> None:
+    repo = pg_repo
     held, free = sorted([(await repo.create_job(tenant_id="t", name=None, metadata={}, actions=specs(1)))[0].id
                          for _ in range(2)])  # fmt: skip
     await drain_outbox(repo)  # both jobs' messages have left: both are ready to be marked
@@ -175,9 +187,9 @@ async def test_the_ready_sweep_never_waits_for_a_job_row_another_writer_holds(re
     assert sorted(published) == [("job.ready", held), ("job.ready", free)]
 
 
-async def test_the_heartbeat_locks_actions_in_id_order_as_a_completion_does(repo: Repository) -> None:
-    if repo.dialect != "postgresql":
-        pytest.skip("row locks: SQLite has one writer at a time")
+@pytest.mark.integration
+async def test_the_heartbeat_locks_actions_in_id_order_as_a_completion_does(pg_repo: Repository) -> None:
+    repo = pg_repo
     _, ids = await repo.create_job(tenant_id="t", name=None, metadata={}, actions=specs(3))
     await repo.claim_actions(ids, worker_id="w1", lease=30)
     low, _, high = sorted(ids)
