@@ -188,22 +188,25 @@ async def test_the_ready_sweep_never_waits_for_a_job_row_another_writer_holds(pg
 
 
 @pytest.mark.integration
-async def test_the_heartbeat_locks_actions_in_id_order_as_a_completion_does(pg_repo: Repository) -> None:
+async def test_the_heartbeat_holds_no_action_row_while_it_waits_for_another(pg_repo: Repository) -> None:
     repo = pg_repo
     _, ids = await repo.create_job(tenant_id="t", name=None, metadata={}, actions=specs(3))
     await repo.claim_actions(ids, worker_id="w1", lease=30)
-    low, _, high = sorted(ids)
-    held = [(action_id, 1) for action_id in sorted(ids, reverse=True)]  # the worker's own order: when each started
+    held = [(action_id, 1) for action_id in ids]
     lock = sqlalchemy.text("SELECT id FROM jobyard_actions WHERE id = :id FOR NO KEY UPDATE NOWAIT")
-    async with repo.engine.connect() as first, repo.engine.connect() as second:
-        await first.execute(lock, {"id": low})  # a completion holding the lowest row, about to lock the others
+    async with repo.engine.connect() as completion, repo.engine.connect() as other:
+        waited_for = sorted(ids)[1]
+        await completion.execute(lock, {"id": waited_for})  # a completion holding one of the worker's rows
         extending = asyncio.create_task(repo.extend_leases(held, 30))
-        await asyncio.sleep(0.3)  # the heartbeat is waiting for the lowest row
-        assert not extending.done()
-        # It holds no other row meanwhile (it would if it locked in its own order): the completion could go on.
-        await second.execute(lock, {"id": high})
-        await second.rollback()
-        await first.rollback()
+        await asyncio.sleep(0.3)
+        assert not extending.done()  # the heartbeat waits for that row
+        # ...holding none of the others meanwhile (in one transaction it held those it had extended, which a
+        # completion waiting in another order could need: a deadlock).
+        for action_id in ids:
+            if action_id != waited_for:
+                await other.execute(lock, {"id": action_id})
+        await other.rollback()
+        await completion.rollback()
         assert await asyncio.wait_for(extending, timeout=5.0) == set(ids)
 
 

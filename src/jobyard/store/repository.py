@@ -987,16 +987,17 @@ class Repository:
         kept: set[UUID] = set()
         if not held:
             return kept
-        async with self._tx() as conn:
-            # In id order, as a completion locks them: in the worker's order (when each attempt started) the
-            # heartbeat could hold one row a completion of the same worker waited for while it waited for another
-            # that completion held, a deadlock PostgreSQL breaks only after deadlock_timeout (1 s).
-            for action_id, attempt in sorted(held):
+        # Each lease in a transaction of its own: the heartbeat then never holds one action's row while it waits
+        # for another's. In one transaction it could hold a row a completion waited for while it waited for one
+        # that completion held (a completion locks its rows in whatever order its plan meets them), a deadlock
+        # PostgreSQL breaks only after deadlock_timeout (1 s). A heartbeat is a few dozen rows every few seconds.
+        for action_id, attempt in sorted(held):
+            async with self._tx() as conn:
                 row = (
                     await conn.execute(q.EXTEND_LEASE, {"p_id": action_id, "p_attempt": attempt, "p_lease": lease})
                 ).first()
-                if row is not None:
-                    kept.add(row.id)
+            if row is not None:
+                kept.add(row.id)
         return kept
 
     async def update_progress(self, action_id: UUID, attempt: int, fraction: float, message: str | None) -> bool:
@@ -1123,9 +1124,7 @@ class Repository:
             # One transition per action per batch; a second outcome for it would be refused by the fence anyway.
             first.setdefault(outcome.action_id, outcome)
         ids, attempts, statuses, results, errors, delays, queues, bodies = [], [], [], [], [], [], [], []
-        # In id order: whatever plan the statement gets, it then locks the actions' rows in the order the heartbeat
-        # (``extend_leases``) does, so the two never wait for each other in a cycle.
-        for outcome in sorted(first.values(), key=lambda o: o.action_id):
+        for outcome in first.values():
             kind = outcome.kind
             if kind is OutcomeKind.RETRY and outcome.message_body is None:
                 raise StoreError("a retry outcome needs the message body to re-enqueue")
