@@ -570,13 +570,11 @@ class Repository:
         no action ids; a key held for a different request raises ``Conflict``. The keys' unique constraint makes
         this safe against concurrent submissions.
         """
-        job_id = job_id or uuid7()
-        action_ids = uuid7_many(len(actions))
+        new = self._new_job(tenant_id, name, metadata, actions, webhook_url, audit, job_id)
+        job_id, action_ids, outbox = new.job_id, new.action_ids, new.outbox
         if connection is not None:
             handoff = None
-        outbox = self._outbox_bodies(job_id, action_ids, actions)
         if self._fast and connection is None and not dedup:
-            new = _NewJob(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox)
             return (await self.job_inserts.submit(handoff, [new]))[0], action_ids
         hold = handoff.hold if handoff is not None else 0.0
         job_row = {
@@ -685,16 +683,7 @@ class Repository:
         if not jobs:
             return []
         if self._fast and not any(job.dedup for job in jobs):
-            new: list[_NewJob] = []
-            for job in jobs:
-                job_id, action_ids = uuid7(), uuid7_many(len(job.actions))
-                outbox = self._outbox_bodies(job_id, action_ids, job.actions)
-                new.append(
-                    _NewJob(
-                        tenant_id, job.name, job.metadata, job.actions, job_id, action_ids, job.webhook_url,
-                        job.audit, outbox,
-                    )
-                )  # fmt: skip
+            new = [self._new_job(tenant_id, j.name, j.metadata, j.actions, j.webhook_url, j.audit) for j in jobs]
             records = await self.job_inserts.submit(handoff, new)
             return [(record, item.action_ids) for record, item in zip(records, new, strict=True)]
         created: list[tuple[JobRecord, list[UUID]]] = []
@@ -715,6 +704,22 @@ class Repository:
         if any(action_ids for _, action_ids in created):
             self._outbox_event.set()  # committed: the relay publishes them now rather than at its next look
         return created
+
+    def _new_job(
+        self,
+        tenant_id: str,
+        name: str | None,
+        metadata: dict[str, Any],
+        actions: Sequence[ActionSpecIn],
+        webhook_url: str | None,
+        audit: AuditEntry | None,
+        job_id: UUID | None = None,
+    ) -> _NewJob:
+        """A submission with its ids and its outbox rows, ready to be written either way."""
+        job_id = job_id or uuid7()
+        action_ids = uuid7_many(len(actions))
+        outbox = self._outbox_bodies(job_id, action_ids, actions)
+        return _NewJob(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox)
 
     def _hand_over(self, handoff: Handoff | None, row_ids: list[int], outbox: list[tuple[UUID, str, bytes]]) -> None:
         if handoff is None:
