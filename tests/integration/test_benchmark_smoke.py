@@ -178,3 +178,23 @@ def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_
     row = next(line for line in table({"dramatiq": peer}).splitlines() if line.startswith("dramatiq"))
     assert row.split()[-2:] == ["3.000", "1.50"]  # CPU ms per action, cores busy (3 CPU-s in 2 s)
     assert cpu_total_s({"details": {}}) == 0.0  # a result from before the servers were counted
+
+
+def test_the_side_by_side_table_says_how_jobyard_was_submitted_to_and_when_submitting_ended() -> None:
+    from benchmarks.run import table
+
+    def jobyard(batch: int, submit_s: float) -> dict[str, Any]:
+        return {
+            "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
+            "details": {"settings": {"submit_batch": batch, "submit_concurrency": 8, "api_processes": 1},
+                        "submit_s": submit_s, "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
+                        "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0}},
+        }  # fmt: skip
+
+    def line(result: dict[str, Any]) -> str:
+        return next(x for x in table({"jobyard": result}).splitlines() if x.startswith("jobyard submissions"))
+
+    assert line(jobyard(1, 1.96)) == (
+        "jobyard submissions: one job a request (POST /api/jobs), 8 in flight; all accepted at 1.96 s of 2.00 s"
+    )
+    assert line(jobyard(20, 0.5)).startswith("jobyard submissions: 20 jobs a request (POST /api/jobs:batch), 8 in")
