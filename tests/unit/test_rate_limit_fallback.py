@@ -33,3 +33,23 @@ async def test_redis_down_falls_back_as_configured(fallback: Any, admitted: int)
 async def test_unlimited_groups_are_not_checked() -> None:
     limiter = RateLimiter(MemoryKV(), parse_limits("submit=1/minute"))
     assert await limiter.check("read", "ip:1") is None
+
+
+# Clock readings (seconds) at which ``(now + 60000) - 60000`` is not ``now`` in floating point: the in-memory limiter
+# refused the first request of a one-a-minute limit at such moments (a tenant quota of one job a minute, say).
+ROUNDING_CLOCKS = [134175.8307720565, 16766.062551083734, 8370.369436082776]
+
+
+@pytest.mark.parametrize("clock", ROUNDING_CLOCKS)
+async def test_a_request_that_takes_the_whole_burst_is_admitted_whatever_the_clock_reads(clock: float) -> None:
+    now_ms = clock * 1000
+    assert (now_ms + 60_000.0) - 60_000.0 != now_ms  # the readings are what the test is about
+    kv = MemoryKV(clock=lambda: clock)
+    first = await kv.gcra("jobyard:rate:one", interval=60.0, burst=1)
+    assert first.allowed and first.remaining == 0 and first.reset_after == 60.0
+    refused = await kv.gcra("jobyard:rate:one", interval=60.0, burst=1)
+    assert not refused.allowed and refused.retry_after == pytest.approx(60.0)
+    assert (await kv.gcra("jobyard:rate:batch", interval=12.0, burst=5, cost=5)).allowed  # a batch of the whole burst
+    # one at a time, at one instant: the whole burst, then no more
+    singles = [(await kv.gcra("jobyard:rate:five", interval=12.0, burst=5)).allowed for _ in range(6)]
+    assert singles == [True] * 5 + [False]

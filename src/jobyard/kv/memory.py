@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from jobyard.kv.base import HEARTBEAT, RateDecision, SubscriptionWatch, Writes
+from jobyard.kv.scripts import GCRA_ROUNDING_MS as ROUNDING_MS
 
 
 class MemoryKV:
@@ -64,13 +65,13 @@ class MemoryKV:
         now = self._clock() * 1000
         interval_ms, tolerance = interval * 1000, interval * 1000 * burst
         item = self._alive(key)
-        tat = max(float(item[0]) if item else now, now)
-        new_tat = tat + interval_ms * cost
-        allow_at = new_tat - tolerance
-        if allow_at > now:
-            return RateDecision(False, 0, (allow_at - now) / 1000, (tat - now) / 1000)
-        self._data[key] = (repr(new_tat).encode(), self._clock() + max(0.001, (new_tat - now) / 1000))
-        return RateDecision(True, int((tolerance - (new_tat - now)) // interval_ms), 0.0, (new_tat - now) / 1000)
+        ahead = max(float(item[0]) - now, 0.0) if item else 0.0  # how far the TAT is ahead of now
+        after = ahead + interval_ms * cost  # ... once this request is admitted
+        wait = after - tolerance
+        if wait > ROUNDING_MS:
+            return RateDecision(False, 0, wait / 1000, ahead / 1000)
+        self._data[key] = (repr(now + after).encode(), self._clock() + max(0.001, after / 1000))
+        return RateDecision(True, max(0, int((tolerance - after) // interval_ms)), 0.0, after / 1000)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._data[key] = (bytes(value), self._clock() + ttl)

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 # KEYS[1] = limit key; ARGV = emission interval (ms), burst (requests), cost (requests).
 # Returns {allowed (0/1), remaining, retry_after_ms, reset_after_ms}.
-GCRA = """
+# The arithmetic is on how far the TAT is ahead of now, never on the TAT itself: ``(now + x) - x`` need not equal
+# ``now`` in floating point, which refused, now and then, a request that took exactly the whole burst (a quota of
+# one job a minute refused the first job; the in-memory twin, whose clock has fractions of a millisecond). A TAT
+# stored as epoch milliseconds is itself rounded (to 1/4096 ms today), so a request within a microsecond of its
+# allowance is admitted: ``GCRA_ROUNDING_MS``.
+GCRA_ROUNDING_MS = 0.001
+GCRA = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local tolerance = interval * burst
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - tolerance
-if allow_at > now then
-  return {0, 0, allow_at - now, tat - now}
+local ahead = tonumber(redis.call('GET', KEYS[1]) or now) - now
+if ahead < 0 then ahead = 0 end
+local after = ahead + interval * cost
+local wait = after - tolerance
+if wait > {GCRA_ROUNDING_MS} then
+  return {{0, 0, wait, ahead}}
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, new_tat - now))
-return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, new_tat - now}
+redis.call('SET', KEYS[1], now + after, 'PX', math.max(1, after))
+return {{1, math.max(0, math.floor((tolerance - after) / interval)), 0, after}}
 """
 
 # KEYS[1] = lock key; ARGV[1] = token. Delete only our own lock.
