@@ -123,6 +123,14 @@ async def test_gcra_admits_the_burst_then_one_per_interval(kv: KV) -> None:
     assert left is not None and 0 < left <= 300  # the limit key expires when the bucket is full again
 
 
+async def test_gcra_admits_a_request_that_takes_the_whole_burst_and_then_none(kv: KV) -> None:
+    whole = await kv.gcra("jobyard:rate:w", interval=12.0, burst=5, cost=5)  # a batch of five against five a minute
+    assert whole.allowed and whole.remaining == 0 and 59 < whole.reset_after <= 60.0
+    refused = await kv.gcra("jobyard:rate:w", interval=12.0, burst=5)
+    assert not refused.allowed and 11 < refused.retry_after <= 12.0
+    assert not (await kv.gcra("jobyard:rate:x", interval=12.0, burst=5, cost=6)).allowed  # more than the burst
+
+
 async def test_gcra_refills_at_its_rate(kv: KV) -> None:
     assert (await kv.gcra("jobyard:rate:r", interval=0.2, burst=1)).allowed
     assert not (await kv.gcra("jobyard:rate:r", interval=0.2, burst=1)).allowed
