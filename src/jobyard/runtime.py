@@ -95,6 +95,9 @@ class Runtime:
             await self.handoff.stop()
         with contextlib.suppress(Exception):
             await self.broker.close()
+        # the recomputed values still being stored, before Redis's connections close
+        await self.cache.settle()
+        await self.user_cache.settle()
         with contextlib.suppress(Exception):
             await self.kv.close()
         await self.repo.close()

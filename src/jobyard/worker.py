@@ -210,6 +210,7 @@ class Worker:
         await stop_tasks(self._tasks)
         self._tasks.clear()
         await self._presence.leave()
+        await self.user_cache.settle()  # the actions' recomputed values still being stored
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._started = False

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -154,18 +154,31 @@ async def test_local_copies_are_bounded_in_bytes_too_and_the_newest_are_kept() -
 
 
 class _CountingKV:
-    """The KV, counting the fill locks taken through it (one per recompute started)."""
+    """The KV, counting the fill locks taken through it (one per recompute started) and the polls for a value
+    that another process recomputes."""
 
     def __init__(self, kv: KV) -> None:
         self._kv = kv
-        self.fill_locks = 0
+        self.fill_locks = self.polls = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._kv, name)
 
+    async def lookup_or_fill(
+        self, key: str, generation_key: str, fill_prefix: str, token: bytes, ttl: float
+    ) -> tuple[bytes | None, bytes, bool]:
+        found, generation, took = await self._kv.lookup_or_fill(key, generation_key, fill_prefix, token, ttl)
+        self.fill_locks += took
+        return found, generation, took
+
     async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
-        self.fill_locks += 1
-        return await self._kv.set_nx(key, value, ttl)
+        took = await self._kv.set_nx(key, value, ttl)
+        self.fill_locks += took
+        return took
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self.polls += 1
+        return await self._kv.get_many(keys)
 
 
 class _Recompute:
@@ -205,6 +218,7 @@ async def test_readers_in_one_process_wait_for_its_recompute_instead_of_each_pol
     got = await asyncio.gather(*(api.get_or_set("job1", "k", compute, 30) for _ in range(20)))
     assert got == [b"value"] * 20 and compute.calls == 1
     assert counting.fill_locks == 1  # one reader took the fill lock; the 19 others waited in the process
+    assert counting.polls == 0  # rather than polling the shared cache
 
 
 class _SlowStoreKV:
@@ -232,42 +246,81 @@ class _SlowStoreKV:
         await self._kv.set(key, value, ttl)
 
 
-async def test_readers_waiting_for_a_recompute_get_its_value_before_it_is_stored(kv: KV) -> None:
+async def test_readers_get_a_recomputed_value_before_it_is_stored(kv: KV) -> None:
     slow = _SlowStoreKV(kv)
     api, compute = Cache(slow, "t", local_ttl=0), _Recompute(0.05)  # type: ignore[arg-type]
     filler = asyncio.create_task(api.get_or_set("job1", "k", compute, 30))
     await asyncio.sleep(0.01)
     waiters = [asyncio.create_task(api.get_or_set("job1", "k", compute, 30)) for _ in range(5)]
     await asyncio.wait_for(slow.storing.wait(), 5)
-    assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [b"value"] * 5  # the store is still held
-    assert not filler.done()  # the reader that recomputed returns once the value is stored, as before
+    # The store is still held: the reader that recomputed and those that waited for it have their value, and a
+    # later reader of the process takes it from the recompute too, rather than recomputing or polling Redis.
+    assert await asyncio.wait_for(asyncio.gather(filler, *waiters), 5) == [b"value"] * 6
+    assert await asyncio.wait_for(api.get_or_set("job1", "k", compute, 30), 5) == b"value"
+    assert compute.calls == 1 and await kv.get(keys.cache_value("t", "k")) is None
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is not None  # held until the value is stored
     slow.release.set()
-    assert await filler == b"value" and compute.calls == 1
+    await asyncio.wait_for(api.settle(), 5)
     assert await Cache(kv, "t", local_ttl=0).get_or_set("job1", "k", _Recompute(0, LookupError("no")), 30) == b"value"
     assert await kv.get(keys.cache_fill("t", "k", "0")) is None  # stored and the fill lock released together
-    assert not api._fills
+    assert not api._fills and not api._storing
 
 
 async def test_a_recomputed_value_that_cannot_be_stored_is_still_returned_and_not_recomputed(kv: KV) -> None:
     api, compute = Cache(_SlowStoreKV(kv, fail=True), "t", local_ttl=0), _Recompute(0.02)  # type: ignore[arg-type]
     got = await asyncio.gather(*(api.get_or_set("job1", "k", compute, 30) for _ in range(3)))
     assert got == [b"value"] * 3 and compute.calls == 1
+    await asyncio.wait_for(api.settle(), 5)
     assert api.stats.unstored == 1
     assert await kv.get(keys.cache_fill("t", "k", "0")) is None  # the fill lock is not left to expire
     assert not api._fills
 
 
-async def test_a_reader_cancelled_while_storing_its_recompute_releases_the_fill_lock(kv: KV) -> None:
+async def test_a_store_cut_short_still_releases_the_fill_lock(kv: KV) -> None:
     slow = _SlowStoreKV(kv)
     api = Cache(slow, "t", local_ttl=0)  # type: ignore[arg-type]
-    filler = asyncio.create_task(api.get_or_set("job1", "k", _Recompute(0.0), 30))
+    assert await asyncio.wait_for(api.get_or_set("job1", "k", _Recompute(0.0), 30), 5) == b"value"
     await asyncio.wait_for(slow.storing.wait(), 5)
     assert await kv.get(keys.cache_fill("t", "k", "0")) is not None
-    filler.cancel()  # its client went away while the value was being stored
-    with pytest.raises(asyncio.CancelledError):
-        await filler
-    assert await kv.get(keys.cache_fill("t", "k", "0")) is None
-    assert not api._fills
+    for task in api._storing:
+        task.cancel()  # the process is shutting down while the value is being stored
+    await asyncio.wait_for(api.settle(), 5)
+    assert await kv.get(keys.cache_fill("t", "k", "0")) is None  # other processes' readers need not wait for it
+    assert await kv.get(keys.cache_value("t", "k")) is None
+    assert not api._fills and not api._storing
+
+
+async def test_a_burst_of_recomputes_while_redis_lags_waits_for_its_stores(kv: KV, monkeypatch: Any) -> None:
+    # Beyond MAX_STORES_IN_FLIGHT values being stored in the background, a reader stores its own before answering.
+    monkeypatch.setattr(cache_module, "MAX_STORES_IN_FLIGHT", 2)
+    slow = _SlowStoreKV(kv)
+    api = Cache(slow, "t", local_ttl=0)  # type: ignore[arg-type]
+    for key in ("a", "b"):
+        assert await asyncio.wait_for(api.get_or_set(key, key, _Recompute(0.0), 30), 5) == b"value"
+    third = asyncio.create_task(api.get_or_set("c", "c", _Recompute(0.0), 30))
+    await asyncio.sleep(0.05)
+    assert not third.done() and len(api._storing) == 2  # held back until its own value is stored
+    slow.release.set()
+    assert await asyncio.wait_for(third, 5) == b"value"
+    await asyncio.wait_for(api.settle(), 5)
+    assert [await kv.get(keys.cache_value("t", key)) for key in "abc"] == [b"0:value"] * 3
+
+
+async def test_lookup_or_fill_takes_the_fill_lock_of_the_current_generation_on_a_miss_only(kv: KV) -> None:
+    value_key, gen_key = keys.cache_value("t", "k"), keys.cache_generation("t", "g")
+    fill = keys.cache_fill_prefix("t", "k")
+    assert await kv.lookup_or_fill(value_key, gen_key, fill, b"one", 30) == (None, b"0", True)  # no generation yet: 0
+    assert await kv.get(fill + "0") == b"one"
+    assert await kv.lookup_or_fill(value_key, gen_key, fill, b"two", 30) == (None, b"0", False)  # held by the first
+    await kv.set(value_key, b"0:the:value", 30)
+    assert await kv.lookup_or_fill(value_key, gen_key, fill, b"two", 30) == (b"the:value", b"0", False)
+    await kv.incr(gen_key, 30)  # a write: the stored value is of an older generation
+    assert await kv.lookup_or_fill(value_key, gen_key, fill, b"two", 0.5) == (None, b"1", True)
+    assert await kv.get(fill + "1") == b"two" and await kv.get(fill + "0") == b"one"
+    remaining = await kv.ttl(fill + "1")
+    assert remaining is not None and 0 < remaining <= 0.5
+    await kv.set(value_key, b"10:not of generation 1", 30)  # a generation that merely starts with the current one
+    assert (await kv.lookup_or_fill(value_key, gen_key, fill, b"three", 30))[0] is None
 
 
 async def test_a_recompute_that_raises_a_kv_error_is_not_run_a_second_time(kv: KV) -> None:

@@ -58,6 +58,16 @@ class KV(Protocol):
     async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
         """Set only if absent (locks, stampede guards); True if this call set it."""
 
+    async def lookup_or_fill(
+        self, key: str, generation_key: str, fill_prefix: str, token: bytes, ttl: float
+    ) -> tuple[bytes | None, bytes, bool]:
+        """A generational cache lookup and, on a miss, its fill lock, in one round trip (``scripts.LOOKUP_OR_FILL``).
+
+        ``key`` holds ``{generation}:{value}``; ``generation_key`` the current generation (absent: ``0``). Returns
+        the value (without its generation) if it is of the current generation, else None; the current generation;
+        and on a miss whether this call took the lock ``fill_prefix + generation`` (set to ``token`` for ``ttl``).
+        """
+
     async def release_if_owner(self, key: str, token: bytes) -> bool: ...
 
     async def set_and_release(self, key: str, value: bytes, ttl: float, lock: str, token: bytes) -> None:

@@ -4,7 +4,10 @@ A value is stored as ``{generation}:{bytes}`` where the generation is the one re
 Every write bumps its group's generation (e.g. one job), so a value computed from data older than the last
 write never counts as a hit, even if it was stored after the invalidation. Within a process, the readers of a key
 whose recompute for the same generation is under way wait for its outcome (across processes, a fill lock and a
-short poll). If Redis is down, reads go to the source.
+short poll). A miss costs one round trip before the recompute (the lookup and the fill lock together, in a script)
+and none after it: the value is answered at once and stored in the background, the fill lock released with it;
+until then the process's readers of that generation take it from the recompute. If Redis is down, reads go to the
+source.
 
 A process that listens for the announcements (``listen``) also keeps local copies, each dropped when a write of its
 group is announced on pub/sub, and kept for at most the TTL from when it was read. A local copy is served without
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -40,6 +44,7 @@ FILL_LOCK_TTL = 5.0
 HEARD_WITHIN = 1.0  # seconds: local copies are served only while the announcements were shown complete this recently
 MAX_LOCAL_COPIES = 10_000
 MAX_LOCAL_BYTES = 32 * 1024 * 1024
+MAX_STORES_IN_FLIGHT = 1_000  # recomputed values stored in the background; beyond, a reader waits for its own
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Cache:
         # (key, generation) → this process's recompute in flight: its other readers of that generation wait for it
         # instead of each taking a turn at the fill lock and polling Redis until the value appears
         self._fills: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._storing: set[asyncio.Task[None]] = set()  # recomputed values being stored in the background
 
     async def get_or_set(self, group: str, key: str, compute: Callable[[], Awaitable[bytes]], ttl: float) -> bytes:
         local = self._local.get(key)
@@ -91,28 +97,42 @@ class Cache:
                 return local[1]
         started = self._drops
         value_key, gen_key = keys.cache_value(self.namespace, key), keys.cache_generation(self.namespace, group)
+        token = uuid.uuid4().hex.encode()
         try:
-            raw, gen = await self.kv.get_many([value_key, gen_key])
+            # The lookup and, on a miss, the fill lock: one round trip (two, before; each waits for the event loop
+            # to come round, a few ms while a batch runs, and most reads of a job that is running are misses).
+            found, gen, took = await self.kv.lookup_or_fill(
+                value_key, gen_key, keys.cache_fill_prefix(self.namespace, key), token, FILL_LOCK_TTL
+            )
         except KVError:
             self.stats.bypassed += 1
             return await compute()
-        generation = (gen or b"0").decode()
-        if raw is not None:
-            stored_gen, _, value = raw.partition(b":")
-            if stored_gen.decode() == generation:
-                self.stats.hits += 1
-                self._remember(group, key, value, started)
-                return value
+        if found is not None:
+            self.stats.hits += 1
+            self._remember(group, key, found, started)
+            return found
+        generation = gen.decode()
         self.stats.misses += 1
+        filling: bool | None = took
         flight = self._fills.get((key, generation))
         if flight is not None:
+            if took:  # the process's reader of this generation polls for another process's recompute, just over:
+                # give the lock back, for that reader to take over
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(keys.cache_fill(self.namespace, key, generation), token)
             await asyncio.wait([flight])  # its outcome, not its cancellation: a cancelled fill is done here instead
             if not flight.cancelled():
-                return flight.result()  # the value, or the error, of the same generation's recompute
+                value = flight.result()  # the value, or the error, of the same generation's recompute
+                self._remember(group, key, value, started)  # as good as a hit (it may not be stored yet)
+                return value
+            filling = None  # that reader went away: this one recomputes, and asks for the lock again
         # This reader recomputes; the process's other readers of the key and generation wait for its outcome.
         flight = self._fills[(key, generation)] = asyncio.get_running_loop().create_future()
+        storing = False  # the value is being stored in the background: the flight stays until it is stored
         try:
-            value = await self._fill(group, key, value_key, gen_key, generation, compute, ttl, started, flight)
+            value, storing = await self._fill(
+                group, key, value_key, gen_key, generation, compute, ttl, started, flight, token, filling
+            )
         except Exception as exc:
             if not flight.done():  # (done: the value was handed to the waiters before it was stored)
                 flight.set_exception(exc)
@@ -127,8 +147,12 @@ class Cache:
                 flight.set_result(value)
             return value
         finally:
-            if self._fills.get((key, generation)) is flight:
-                del self._fills[(key, generation)]
+            if not storing:
+                self._fill_over((key, generation), flight)
+
+    def _fill_over(self, fill: tuple[str, str], flight: asyncio.Future[bytes]) -> None:
+        if self._fills.get(fill) is flight:
+            del self._fills[fill]
 
     async def _fill(
         self,
@@ -141,8 +165,12 @@ class Cache:
         ttl: float,
         started: int,
         flight: asyncio.Future[bytes],
-    ) -> bytes:
-        token = uuid.uuid4().hex.encode()
+        token: bytes,
+        filling: bool | None,
+    ) -> tuple[bytes, bool]:
+        """Recompute (``filling``: this reader holds the fill lock; None: it has not asked for it yet), or wait
+        briefly for another process's recompute of the same generation. Returns the value, and whether it is
+        being stored in the background (``flight`` is then let go of once it is stored)."""
         fill_key = keys.cache_fill(self.namespace, key, generation)
 
         async def release() -> None:  # once this recompute is over, other processes' readers need not wait for it
@@ -151,7 +179,8 @@ class Cache:
                     await self.kv.release_if_owner(fill_key, token)
 
         try:
-            filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
+            if filling is None:
+                filling = await self.kv.set_nx(fill_key, token, FILL_LOCK_TTL)
             if not filling:  # another process recomputes: wait briefly for its value
                 deadline = time.monotonic() + self.wait_for_fill
                 while time.monotonic() < deadline:
@@ -159,7 +188,9 @@ class Cache:
                     raw, gen, holder = await self.kv.get_many([value_key, gen_key, fill_key])
                     current = gen or b"0"
                     if raw is not None and raw.partition(b":")[0] == current:
-                        return raw.partition(b":")[2]
+                        value = raw.partition(b":")[2]
+                        self._remember(group, key, value, started)  # as good as a hit
+                        return value, False
                     if current.decode() != generation:
                         break  # written meanwhile: the recompute waited for reads older data than ours will
                     if holder is None:  # that recompute gave up (it failed, or its process went away): take over
@@ -168,30 +199,57 @@ class Cache:
                             break
         except KVError:
             self.stats.bypassed += 1
-            return await compute()
+            return await compute(), False
         try:
             value = await compute()
         except BaseException:
             await release()  # also when the recompute failed: its waiters take over instead of polling on
             raise
+        # Neither this reader nor the process's others wait for the value to be stored: under load every round
+        # trip waits for the event loop to come round (a few ms each while a batch runs). The value is stored in
+        # the background, tagged with the generation read before computing it, so storing late is still correct;
+        # until it is stored, the process's readers of the same generation take it from the flight.
+        flight.set_result(value)
+        self._remember(group, key, value, started)
         stored = generation.encode() + b":" + value
+        lock = fill_key if filling else None
+        if len(self._storing) >= MAX_STORES_IN_FLIGHT:  # Redis this far behind: back pressure on the readers
+            await self._store(key, value_key, stored, ttl, lock, token)
+            return value, False
+        task = asyncio.create_task(self._store(key, value_key, stored, ttl, lock, token))
+        self._storing.add(task)
+        task.add_done_callback(functools.partial(self._stored, (key, generation), flight))
+        return value, True
+
+    async def _store(self, key: str, value_key: str, stored: bytes, ttl: float, lock: str | None, token: bytes) -> None:
+        """Store a recomputed value and release its fill lock (if this process holds it) in one round trip."""
         try:
-            # The process's other readers have what they wait for: they need not also wait for it to be stored.
-            # Under load every round trip waits for the event loop to come round (a few ms each while a batch runs).
-            flight.set_result(value)
-            if filling:  # the fill lock released and the value stored in one round trip
-                await self.kv.set_and_release(value_key, stored, ttl, fill_key, token)
+            if lock is not None:
+                await self.kv.set_and_release(value_key, stored, ttl, lock, token)
             else:
                 await self.kv.set(value_key, stored, ttl)
-        except KVError as exc:  # the value stands; the next reader of another process recomputes it
+        except KVError as exc:  # the value was served; the next reader of another process recomputes it
             self.stats.unstored += 1
             log.debug("a recomputed value of %s could not be stored (%s)", key, exc)
-            await release()
-        except BaseException:  # cancelled while storing: still let the other processes' readers take over
-            await release()
+            if lock is not None:
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(lock, token)
+        except BaseException:  # cancelled while storing (shutting down): still let other processes take over
+            if lock is not None:
+                with contextlib.suppress(KVError):
+                    await self.kv.release_if_owner(lock, token)
             raise
-        self._remember(group, key, value, started)
-        return value
+
+    def _stored(self, fill: tuple[str, str], flight: asyncio.Future[bytes], task: asyncio.Task[None]) -> None:
+        self._storing.discard(task)
+        self._fill_over(fill, flight)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("storing a recomputed cache value failed", exc_info=exc)
+
+    async def settle(self) -> None:
+        """Wait until the recomputed values being stored in the background are stored (or have failed to be)."""
+        while self._storing:
+            await asyncio.gather(*self._storing, return_exceptions=True)
 
     def _remember(self, group: str, key: str, value: bytes, started: int) -> None:
         if self.local_ttl <= 0 or not self._listening:
@@ -375,3 +433,7 @@ class UserCache:
 
     async def invalidate(self, *keys_: str) -> None:
         await self._cache.invalidate(list(keys_))
+
+    async def settle(self) -> None:
+        """Wait for the values being stored in the background (``Cache.settle``)."""
+        await self._cache.settle()

@@ -37,7 +37,12 @@ def cache_fill(namespace: str, key: str, generation: str) -> str:
 
     Per generation: a reader after a write must not wait for a recompute of the data from before it (that fill
     would store the older generation, and its waiters would poll in vain until their deadline)."""
-    return f"{PREFIX}:cachefill:{namespace}:{key}:{generation}"
+    return cache_fill_prefix(namespace, key) + generation
+
+
+def cache_fill_prefix(namespace: str, key: str) -> str:
+    """``cache_fill`` without the generation (``KV.lookup_or_fill`` appends the one it finds)."""
+    return f"{PREFIX}:cachefill:{namespace}:{key}:"
 
 
 def cache_invalidation_channel() -> str:

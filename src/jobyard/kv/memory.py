@@ -36,6 +36,15 @@ class MemoryKV:
         await self.set(key, value, ttl)
         return True
 
+    async def lookup_or_fill(
+        self, key: str, generation_key: str, fill_prefix: str, token: bytes, ttl: float
+    ) -> tuple[bytes | None, bytes, bool]:
+        # As kv.scripts.LOOKUP_OR_FILL.
+        raw, generation = await self.get(key), await self.get(generation_key) or b"0"
+        if raw is not None and raw.startswith(generation + b":"):
+            return raw[len(generation) + 1 :], generation, False
+        return None, generation, await self.set_nx(fill_prefix + generation.decode(), token, ttl)
+
     async def release_if_owner(self, key: str, token: bytes) -> bool:
         item = self._alive(key)
         if item is None or item[0] != token:

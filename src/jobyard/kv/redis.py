@@ -75,6 +75,7 @@ class RedisKV:
         self._set_release = self._client.register_script(scripts.SET_AND_RELEASE)
         self._incr = self._client.register_script(scripts.INCR_WITH_TTL)
         self._apply = self._client.register_script(scripts.APPLY_WRITES)
+        self._lookup = self._client.register_script(scripts.LOOKUP_OR_FILL)
         self._breaker_seconds = breaker_seconds
         self._open_until = 0.0
 
@@ -112,6 +113,19 @@ class RedisKV:
     async def set_nx(self, key: str, value: bytes, ttl: float) -> bool:
         async with self._guard():
             return bool(await self._client.set(key, value, px=max(1, int(ttl * 1000)), nx=True))
+
+    async def lookup_or_fill(
+        self, key: str, generation_key: str, fill_prefix: str, token: bytes, ttl: float
+    ) -> tuple[bytes | None, bytes, bool]:
+        async with self._guard():
+            raw, generation, took = await self._lookup(
+                keys=[key, generation_key], args=[fill_prefix, token, max(1, int(ttl * 1000))]
+            )
+        generation = generation.encode() if isinstance(generation, str) else generation
+        if raw is not None:
+            raw = raw.encode() if isinstance(raw, str) else raw
+            raw = raw[len(generation) + 1 :]
+        return raw, generation, bool(took)
 
     async def release_if_owner(self, key: str, token: bytes) -> bool:
         async with self._guard():

@@ -47,6 +47,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS[1] = value key, KEYS[2] = its group's generation key; ARGV[1] = the fill lock's key without the generation,
+# ARGV[2] = token, ARGV[3] = the lock's ttl (ms). A cache lookup and, on a miss, the fill lock of the current
+# generation, in one round trip. Returns {the value if it is of the current generation (else false), the
+# generation, 1 if this call took the fill lock}. The lock's key is made here from the generation, so it is not
+# declared in KEYS: fine on one Redis (jobyard's keys are not spread over a cluster).
+LOOKUP_OR_FILL = """
+local v = redis.call('GET', KEYS[1])
+local g = redis.call('GET', KEYS[2]) or '0'
+if v and string.sub(v, 1, #g + 1) == g .. ':' then return {v, g, 0} end
+if redis.call('SET', ARGV[1] .. g, ARGV[2], 'NX', 'PX', ARGV[3]) then return {false, g, 1} end
+return {false, g, 0}
+"""
+
 # KEYS[1] = lock key; ARGV[1] = token, ARGV[2] = ttl (ms). Extend only our own lock.
 EXTEND_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
