@@ -13,12 +13,11 @@ held (the common case: most jobs written are not being read); CPU µs per announ
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks.common import run_measure
 from jobyard.kv.cache import Cache
 from jobyard.kv.memory import MemoryKV
 
@@ -61,10 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    result = asyncio.run(measure(args))
-    if args.json:
-        print(json.dumps(result))
+    result, as_json = run_measure(parse_args(argv), measure)
+    if as_json:
         return
     for row in result["rows"]:
         print(f"{row['held']:>7,} copies held: {row['cpu_us_per_announcement']:9.1f} µs CPU per announcement")

@@ -6,12 +6,13 @@ Kept free of jobyard imports so the peer runner (in its own virtualenv) can use 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -165,6 +166,17 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
     """``--pg-url`` (an admin connection, to create the scratch database) and ``--db-prefix`` (its name's)."""
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="an admin connection")
     p.add_argument("--db-prefix", default="jobyard_bench")
+
+
+def run_measure(
+    args: argparse.Namespace, measure: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
+) -> tuple[dict[str, Any], bool]:
+    """Run a benchmark's ``measure``; with ``--json``, print its result as one JSON line. The result, and whether
+    it was printed (otherwise the benchmark prints its own summary)."""
+    result = asyncio.run(measure(args))
+    if args.json:
+        print(json.dumps(result))
+    return result, bool(args.json)
 
 
 def print_result(result: dict[str, Any]) -> int:

@@ -166,6 +166,18 @@ def test_the_cache_drops_benchmark_reports_a_cost_for_each_number_of_copies_held
     assert all(row["cpu_us_per_announcement"] >= 0 for row in result["rows"])
 
 
+def test_the_cache_miss_benchmark_times_misses_and_hits_and_counts_their_round_trips() -> None:
+    import asyncio
+
+    from benchmarks.cache_miss import measure, parse_args
+
+    services.require("redis")
+    result = asyncio.run(measure(parse_args(["--reads", "20", "--redis", services.REDIS_URL])))
+    assert result["stats"]["misses"] == 21 and result["stats"]["hits"] == 20  # (the first read warms up)
+    assert 0 < result["miss_us"]["p50"] <= result["miss_us"]["p99"]
+    assert result["round_trips_per_miss"] == 2 and result["round_trips_per_hit"] == 1  # the miss's store included
+
+
 def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_cpu() -> None:
     from benchmarks.run import cpu_per_action_ms, cpu_total_s, table
 
