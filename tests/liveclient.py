@@ -12,16 +12,21 @@ from typing import Any
 import httpx
 import uvicorn
 
+from jobyard.api.server import JoinedWritesProtocol
+
 
 @asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` (whose lifespan the caller already runs) on a free port; yields its base URL."""
+async def serve(app: Any, http: type[asyncio.Protocol] = JoinedWritesProtocol) -> AsyncIterator[str]:
+    """Serve ``app`` (whose lifespan the caller already runs) on a free port; yields its base URL.
+
+    ``http`` is uvicorn's HTTP protocol: by default the one `jobyard api` serves with."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         lifespan="off",
         log_level="warning",
+        http=http,
         ws="websockets-sansio",
         timeout_graceful_shutdown=1,
     )

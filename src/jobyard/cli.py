@@ -132,6 +132,7 @@ def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
     import uvicorn
 
     from jobyard.api import create_app
+    from jobyard.api.server import JoinedWritesProtocol
     from jobyard.sdk import load_yard
 
     _check_auth_policy(settings, migrate=migrate or embedded)
@@ -143,6 +144,7 @@ def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        http=JoinedWritesProtocol,  # a response's head and body in one write (jobyard.api.server)
         ws="websockets-sansio",  # the maintained websockets implementation (the legacy one is deprecated)
         lifespan="on",
         # uvicorn's 5 s default closes idle keep-alive connections while clients (and proxies such as nginx with

@@ -18,6 +18,7 @@ import uvicorn
 from hypothesis import HealthCheck, settings
 
 from jobyard.api import create_app
+from jobyard.api.server import JoinedWritesProtocol
 from jobyard.config import Settings
 from jobyard.demo import yard
 from jobyard.runtime import Runtime
@@ -39,7 +40,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     runtime = Runtime(app_settings)
     app = create_app(app_settings, yard, runtime=runtime, embedded=True)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=app_settings.port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=app_settings.port,
+            log_level="warning",
+            lifespan="on",
+            http=JoinedWritesProtocol,  # as `jobyard api` serves
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
