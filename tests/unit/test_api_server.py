@@ -20,6 +20,7 @@ class _Transport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.events: list[str] = []
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -37,7 +38,7 @@ class _Transport:
         return 7
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 1)}.get(name, default)
@@ -103,8 +104,12 @@ async def test_closing_writes_what_is_held_first_and_aborting_drops_it() -> None
     await _turn()
     assert real.writes == [b"last words", b"eof next"]
     assert real.events == ["close", "eof", "abort"]
+    joining.write(b"after the connection was lost")
+    real.closing = True
+    await _turn()
+    assert real.writes == [b"last words", b"eof next"]  # a closed socket is not written to
     # the rest is the real transport's
-    assert joining.is_closing() is False
+    assert joining.is_closing() is True
     assert joining.get_extra_info("peername") == ("127.0.0.1", 1)
 
 

@@ -11,7 +11,8 @@ and more jobs a second with one job a request.
 A write that nothing follows within the same step of the event loop (the head of a streamed response whose first
 chunk is not ready yet, one event of a stream) goes out on the loop's next turn; a write of ``HOLD_BELOW`` bytes or
 more is never held, so uvicorn's flow control (``pause_writing`` from the real transport) works on large bodies as
-before. Closing the transport writes what is held first; aborting it drops it, as it drops the kernel's buffer.
+before. Closing the transport writes what is held first; aborting it drops it, as it drops the kernel's buffer, and so
+does losing the connection.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class JoiningTransport:
     def _flush(self) -> None:
         self._flush_due = False
         held, self._held = self._held, None
-        if held is not None:
+        # uvicorn never writes to a lost connection; what was held when it was lost is dropped with it
+        if held is not None and not self._transport.is_closing():
             self._transport.write(held)
 
     def close(self) -> None:
