@@ -25,6 +25,9 @@ class _Transport:
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
+    def writelines(self, list_of_data: Any) -> None:  # one call, as uvloop's writev
+        self.writes.append(b"".join(list_of_data))
+
     def close(self) -> None:
         self.events.append("close")
 
@@ -151,6 +154,13 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
         return
     body = b'{"status":"running"}'
+    if scope["path"] == "/echo":  # the request's body, read as it comes
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
     await send(
         {
             "type": "http.response.start",
@@ -199,4 +209,22 @@ async def test_a_streamed_head_is_not_held_for_a_late_chunk() -> None:
         release_chunk.set()
         rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
         assert b"late chunk" in rest
+        writer.close()
+
+
+async def test_pipelined_requests_and_an_expected_continue() -> None:
+    async with _served(JoinedWritesProtocol) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /status HTTP/1.1\r\nHost: test\r\n\r\n" * 2)  # two requests in one write
+        for _ in range(2):  # two whole answers, in order
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert await reader.readexactly(20) == b'{"status":"running"}'
+        # A client that sends its body only once asked for it: the small "100 Continue" is not held back.
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(5) == b"hello"
         writer.close()

@@ -40,7 +40,10 @@ class JoiningTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(b"".join((held, data)))
+            if len(data) < HOLD_BELOW:
+                self._transport.write(b"".join((held, data)))
+            else:  # a large body is not copied to join it (uvloop writes the two buffers in one call)
+                self._transport.writelines((held, data))
         elif len(data) >= HOLD_BELOW:
             self._transport.write(data)
         else:
