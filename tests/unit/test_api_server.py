@@ -63,54 +63,67 @@ async def test_a_head_and_the_body_after_it_go_out_in_one_write() -> None:
     assert len(real.writes) == 1
 
 
-async def test_a_write_nothing_follows_goes_out_on_the_next_turn() -> None:
+async def test_a_head_nothing_follows_goes_out_on_the_next_turn() -> None:
     real = _Transport()
     joining = JoiningTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
-    joining.write(b"data: one\n\n")
+    joining.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")  # a stream's head, no chunk yet
     assert real.writes == []
     await _turn()
-    assert real.writes == [b"data: one\n\n"]
-    joining.write(bytearray(b"data: two\n\n"))  # bytes-like too
-    joining.write(b"data: three\n\n")
-    joining.write(b"data: four\n\n")  # held after the pair went out, flushed by the turn already scheduled
+    assert real.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
+    joining.write(bytearray(b"HTTP/1.1 100 Continue\r\n\r\n"))  # bytes-like too
+    joining.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    joining.write(b"HTTP/1.1 200 OK\r\n\r\n")  # held after the pair went out, flushed by the turn already due
     await _turn()
-    assert real.writes == [b"data: one\n\n", b"data: two\n\ndata: three\n\n", b"data: four\n\n"]
+    assert real.writes[1:] == [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ]
+
+
+async def test_writes_that_are_not_a_head_go_out_at_once() -> None:
+    """A stream's chunks and events, WebSocket frames: as uvicorn wrote them, with no turn of delay."""
+    real = _Transport()
+    joining = JoiningTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    joining.write(b"1a\r\ndata: one\n\n\r\n")
+    joining.write(memoryview(b"\x81\x05hello"))
+    assert real.writes == [b"1a\r\ndata: one\n\n\r\n", b"\x81\x05hello"]
 
 
 async def test_large_writes_are_never_held() -> None:
     real = _Transport()
     joining = JoiningTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    big_head = b"HTTP/1.1 200 OK\r\nx-padding: " + b"x" * HOLD_BELOW + b"\r\n\r\n"
+    joining.write(big_head)
+    assert real.writes == [big_head]  # flow control sees it at once
     big = b"x" * HOLD_BELOW
+    joining.write(b"HTTP/1.1 200 OK\r\n\r\n")
     joining.write(big)
-    assert real.writes == [big]  # flow control sees it at once
-    joining.write(b"head")
-    joining.write(big)
-    assert real.writes == [big, b"head" + big]
-    joining.writelines([b"a", b"b"])
+    assert real.writes == [big_head, b"HTTP/1.1 200 OK\r\n\r\n" + big]  # one call (a writev on uvloop)
+    joining.writelines([b"HTTP/", b"1.1 200 OK\r\n\r\n"])
     await _turn()
-    assert real.writes[-1] == b"ab"
+    assert real.writes[-1] == b"HTTP/1.1 200 OK\r\n\r\n"
 
 
 async def test_closing_writes_what_is_held_first_and_aborting_drops_it() -> None:
     real = _Transport()
     joining = JoiningTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
-    joining.write(b"last words")
-    assert joining.get_write_buffer_size() == 7 + len(b"last words")
+    joining.write(b"HTTP/1.1 500 last words")
+    assert joining.get_write_buffer_size() == 7 + len(b"HTTP/1.1 500 last words")
     joining.close()
-    assert real.writes == [b"last words"]
+    assert real.writes == [b"HTTP/1.1 500 last words"]
     assert real.events == ["close"]
-    joining.write(b"eof next")
+    joining.write(b"HTTP/1.1 200 eof next")
     joining.write_eof()
-    assert real.writes[-1] == b"eof next"
-    joining.write(b"never sent")
+    assert real.writes[-1] == b"HTTP/1.1 200 eof next"
+    joining.write(b"HTTP/1.1 200 never sent")
     joining.abort()
     await _turn()
-    assert real.writes == [b"last words", b"eof next"]
+    assert real.writes == [b"HTTP/1.1 500 last words", b"HTTP/1.1 200 eof next"]
     assert real.events == ["close", "eof", "abort"]
-    joining.write(b"after the connection was lost")
+    joining.write(b"HTTP/1.1 200 after the connection was lost")
     real.closing = True
     await _turn()
-    assert real.writes == [b"last words", b"eof next"]  # a closed socket is not written to
+    assert real.writes == [b"HTTP/1.1 500 last words", b"HTTP/1.1 200 eof next"]  # a closed socket is not written to
     # the rest is the real transport's
     assert joining.is_closing() is True
     assert joining.get_extra_info("peername") == ("127.0.0.1", 1)
