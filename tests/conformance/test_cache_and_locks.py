@@ -110,6 +110,34 @@ async def test_an_announced_write_drops_the_local_copies_of_its_groups_and_no_ot
         assert api.stats.local_hits == held + 2  # and a's next read keeps a copy again
 
 
+async def test_a_primed_copy_is_served_locally_unless_its_group_was_written_since_the_mark(kv: KV) -> None:
+    api = Cache(kv, "t", local_ttl=60)
+
+    async def recomputed() -> bytes:
+        return b"from the store"
+
+    mark = api.mark()
+    assert not api.prime("job1", "status:job1", b"as written", mark)  # not listening yet: nothing tells it to drop
+    async with listening(api):
+        mark = api.mark()  # taken before the write the primed value comes from
+        assert api.prime("job1", "status:job1", b"as written", mark)
+        assert await api.get_or_set("job1", "status:job1", recomputed, 30) == b"as written"
+        assert api.stats.local_hits == 1 and api.stats.misses == 0  # no round trip at all
+        api.drop_local(["job1"])  # a later write of the job, announced: the copy goes as any other
+        assert await api.get_or_set("job1", "status:job1", recomputed, 30) == b"from the store"
+
+        mark = api.mark()
+        api.drop_local(["job2"])  # written (and announced) between the mark and the prime: stale, not kept
+        assert not api.prime("job2", "status:job2", b"as written", mark)
+        api.drop_local(["job9"])  # another job written meanwhile does not matter
+        assert api.prime("job3", "status:job3", b"as written", mark)
+        api.drop_all_local()  # everything dropped since (a reconnect): nothing from before is kept
+        assert not api.prime("job4", "status:job4", b"as written", mark)
+        assert await api.get_or_set("job2", "status:job2", recomputed, 30) == b"from the store"
+        assert await api.get_or_set("job4", "status:job4", recomputed, 30) == b"from the store"
+    assert not Cache(kv, "t", local_ttl=0).prime("job5", "status:job5", b"v", 0)  # local copies off
+
+
 async def test_local_copies_let_go_when_too_many_are_held_are_dropped_cleanly_by_a_later_write() -> None:
     api = Cache(MemoryKV(), "t", local_ttl=60)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -15,6 +15,7 @@ from jobyard.api import deps, schemas
 from jobyard.api.views import action_view, job_view, status_view
 from jobyard.auth import Principal
 from jobyard.errors import NotFound, ValidationError
+from jobyard.model import ActionRecord, ActionSpecIn, ActionStatus, JobRecord
 from jobyard.runtime import Runtime
 from jobyard.sdk import Yard
 from jobyard.store.repository import DedupKey, NewJob
@@ -93,6 +94,7 @@ async def accept_job(
     if body.webhook_url is not None:
         await _check_webhook(rt, body.webhook_url, ("body", "webhook_url"))
     await rt.quotas.admit_submission(caller.tenant, len(specs))
+    mark = rt.cache.mark()
     job, action_ids = await rt.repo.create_job(
         tenant_id=caller.tenant,
         name=body.name,
@@ -104,6 +106,8 @@ async def accept_job(
         handoff=rt.submission_handoff(),
     )
     created = bool(action_ids)
+    if created:
+        _prime_status(rt, caller.tenant, job, action_ids, specs, mark)
     return deps.json_response(
         {"id": job.id, "status": job.status.value, "status_url": f"/api/jobs/{job.id}/status"},
         status_code=202 if created else 200,
@@ -163,8 +167,12 @@ async def submit_jobs(
         audit = caller.audit("job.submitted", details=details)
         new.append(NewJob(job.name, job.metadata, specs, dedup, job.webhook_url, audit))
     await rt.quotas.admit_submission(caller.tenant, sum(len(job.actions) for job in new), jobs=len(new))
+    mark = rt.cache.mark()
     stored = await rt.repo.create_jobs(tenant_id=caller.tenant, jobs=new, handoff=rt.submission_handoff())
     created = any(action_ids for _, action_ids in stored)
+    for (job_record, action_ids), submitted in zip(stored, new, strict=True):
+        if action_ids:
+            _prime_status(rt, caller.tenant, job_record, action_ids, submitted.actions, mark)
     accepted = [
         {"id": job.id, "status": job.status.value, "status_url": f"/api/jobs/{job.id}/status"} for job, _ in stored
     ]
@@ -220,6 +228,42 @@ async def get_job(job_id: UUID, rt: RuntimeDep, caller: deps.Reader) -> Response
         return jsonutil.dumps(view)
 
     return Response(await _cached(rt, job_id, f"job:{tenant}:{job_id}", compute), media_type="application/json")
+
+
+def _prime_status(
+    rt: Runtime, tenant: str, job: JobRecord, action_ids: list[UUID], specs: Sequence[ActionSpecIn], mark: int
+) -> None:
+    """Keep a job this process has just stored as its own copy of the job's status: its first read needs no store.
+
+    The status is built from what was written (every action queued, as the insert sets them), the same view a read
+    would make. ``mark`` (``Cache.mark``) was taken before the insert: if the job has changed since (a worker's
+    claim announced), nothing is kept. Only where the process keeps local copies at all.
+    """
+    if rt.settings.cache_ttl <= 0 or not rt.cache.keeps_local_copies:
+        return
+    actions = [
+        ActionRecord(
+            id=action_id,
+            job_id=job.id,
+            seq=seq,
+            type=spec.type,
+            queue=spec.queue,
+            status=ActionStatus.QUEUED,
+            attempt=0,
+            max_attempts=spec.max_attempts,
+            timeout=spec.timeout,
+            progress=0.0,
+            progress_message=None,
+            result=None,
+            error=None,
+            created_at=job.created_at,
+            started_at=None,
+            finished_at=None,
+        )
+        for seq, (action_id, spec) in enumerate(zip(action_ids, specs, strict=True))
+    ]
+    body = jsonutil.dumps(status_view(job, actions))
+    rt.cache.prime(str(job.id), f"status:{tenant}:{job.id}", body, mark)
 
 
 async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:

@@ -155,6 +155,27 @@ class Cache:
             if not storing:
                 self._fill_over((key, generation), flight)
 
+    def mark(self) -> int:
+        """Where the local drops stand now: pass it to ``prime`` for a value that reflects the store from here on."""
+        return self._drops
+
+    def prime(self, group: str, key: str, value: bytes, mark: int) -> bool:
+        """Keep ``value`` as this process's own copy of ``key``, as a read would, without any round trip.
+
+        For a value this process knows without reading it: one it has just written (a new job's first status).
+        ``mark`` is ``mark()`` taken before that write: if ``group`` was dropped since (a later write announced),
+        nothing is kept, as for a read under way. Returns whether it was kept.
+        """
+        if self.local_ttl <= 0 or not self._listening or self._all_dropped > mark or self._dropped.get(group, 0) > mark:
+            return False
+        self._remember(group, key, value, mark)
+        return key in self._local
+
+    @property
+    def keeps_local_copies(self) -> bool:
+        """Whether ``prime`` could keep anything now (local copies on, and the announcements heard)."""
+        return self.local_ttl > 0 and self._listening
+
     def _fill_over(self, fill: tuple[str, str], flight: asyncio.Future[bytes]) -> None:
         if self._fills.get(fill) is flight:
             del self._fills[fill]
