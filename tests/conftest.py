@@ -25,7 +25,7 @@ from tests import services
 PG_TEST_DB = f"{services.PG_DB_PREFIX}_test"
 TABLES = (
     "jobyard_outbox, jobyard_actions, jobyard_jobs, jobyard_events, jobyard_schedules, jobyard_schedule_fires, "
-    "jobyard_webhooks, jobyard_webhook_deliveries, jobyard_api_keys, jobyard_audit"
+    "jobyard_webhooks, jobyard_webhook_deliveries, jobyard_api_keys, jobyard_audit, jobyard_dedup"
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from jobyard import jsonutil
 from jobyard.api.views import status_view
@@ -50,13 +50,14 @@ async def test_a_new_job_s_first_read_is_the_process_s_own_copy_and_is_what_the_
             assert found is not None
             assert read.status_code == 200 and read.content == jsonutil.dumps(status_view(*found))  # byte for byte
 
+        key = f"priming-{uuid4()}"
         replayed = await s.http.post(  # a replay stores nothing: nothing is primed (and nothing goes wrong)
             "/api/jobs",
             json={"actions": [{"type": "demo.noop"}]},
-            headers={"Idempotency-Key": "k1"},
+            headers={"Idempotency-Key": key},
         )
         again = await s.http.post(
-            "/api/jobs", json={"actions": [{"type": "demo.noop"}]}, headers={"Idempotency-Key": "k1"}
+            "/api/jobs", json={"actions": [{"type": "demo.noop"}]}, headers={"Idempotency-Key": key}
         )
         assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["id"] == replayed.json()["id"]
         assert (await s.http.get(f"/api/jobs/{replayed.json()['id']}/status")).json()["status"] == "pending"
