@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from jobyard import jsonutil
+from jobyard.api import routes_jobs
 from jobyard.api.views import status_view
 from jobyard.demo import yard as demo_yard
 from tests.harness import stack
@@ -70,3 +71,20 @@ async def test_a_primed_copy_gives_way_to_the_job_s_progress(make_settings: Any)
         read = await s.http.get(f"/api/jobs/{job_id}/status")
         assert read.json()["status"] == "succeeded"
         assert [a["status"] for a in read.json()["actions"]] == ["succeeded", "succeeded"]
+
+
+async def test_a_failure_to_prime_never_fails_an_accepted_submission(make_settings: Any, monkeypatch: Any) -> None:
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("a bug in building the first status")
+
+    monkeypatch.setattr(routes_jobs, "status_view", broken)
+    async with stack(make_settings(), demo_yard, workers=1) as s:
+        async with asyncio.timeout(5):
+            while not s.runtime.cache.serves_local_copies:  # noqa: ASYNC110 - the API's subscription, confirmed
+                await asyncio.sleep(0.01)
+        one = await s.http.post("/api/jobs", json={"actions": [{"type": "demo.noop"}]})
+        batch = await s.http.post("/api/jobs:batch", json={"jobs": [{"actions": [{"type": "demo.noop"}]}]})
+        assert one.status_code == 202 and batch.status_code == 202
+        monkeypatch.undo()  # the status route's own view again
+        for job_id in (one.json()["id"], batch.json()["jobs"][0]["id"]):
+            assert (await s.wait(job_id))["status"] == "succeeded"  # stored, published and run as any job

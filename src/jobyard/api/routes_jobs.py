@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
@@ -22,6 +23,7 @@ from jobyard.store.repository import DedupKey, NewJob
 from jobyard.submission import build_action_specs
 
 router = APIRouter(prefix="/api", tags=["jobs"])
+log = logging.getLogger("jobyard.api")
 
 RuntimeDep = Annotated[Runtime, Depends(deps.runtime)]
 YardDep = Annotated[Yard, Depends(deps.yard)]
@@ -241,6 +243,17 @@ def _prime_status(
     """
     if rt.settings.cache_ttl <= 0 or not rt.cache.keeps_local_copies:
         return
+    try:
+        _prime(rt, tenant, job, action_ids, specs, mark)
+    except Exception:  # the job is stored: a failure here must not turn its acceptance into an error (and a retry)
+        log.exception(
+            "keeping job %s's first status as this process's copy failed; its first read goes to the store", job.id
+        )
+
+
+def _prime(
+    rt: Runtime, tenant: str, job: JobRecord, action_ids: list[UUID], specs: Sequence[ActionSpecIn], mark: int
+) -> None:
     actions = [
         ActionRecord(
             id=action_id,
@@ -262,8 +275,7 @@ def _prime_status(
         )
         for seq, (action_id, spec) in enumerate(zip(action_ids, specs, strict=True))
     ]
-    body = jsonutil.dumps(status_view(job, actions))
-    rt.cache.prime(str(job.id), f"status:{tenant}:{job.id}", body, mark)
+    rt.cache.prime(str(job.id), f"status:{tenant}:{job.id}", jsonutil.dumps(status_view(job, actions)), mark)
 
 
 async def _cached(rt: Runtime, job_id: UUID, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
