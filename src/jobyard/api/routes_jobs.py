@@ -241,7 +241,7 @@ def _prime_status(
     would make. ``mark`` (``Cache.mark``) was taken before the insert: if the job has changed since (a worker's
     claim announced), nothing is kept. Only where the process keeps local copies at all.
     """
-    if rt.settings.cache_ttl <= 0 or not rt.cache.keeps_local_copies:
+    if not rt.cache.keeps_local_copies:  # (off with JOBYARD_CACHE_TTL=0 too: it is the copies' TTL)
         return
     try:
         _prime(rt, tenant, job, action_ids, specs, mark)

@@ -166,10 +166,7 @@ class Cache:
         ``mark`` is ``mark()`` taken before that write: if ``group`` was dropped since (a later write announced),
         nothing is kept, as for a read under way. Returns whether it was kept.
         """
-        if self.local_ttl <= 0 or not self._listening or self._all_dropped > mark or self._dropped.get(group, 0) > mark:
-            return False
-        self._remember(group, key, value, mark)
-        return key in self._local
+        return self._remember(group, key, value, mark)
 
     @property
     def keeps_local_copies(self) -> bool:
@@ -277,11 +274,12 @@ class Cache:
         while self._storing:
             await asyncio.gather(*self._storing, return_exceptions=True)
 
-    def _remember(self, group: str, key: str, value: bytes, started: int) -> None:
+    def _remember(self, group: str, key: str, value: bytes, started: int) -> bool:
+        """Keep a local copy of ``key`` (read, or known, as of drop number ``started``); whether it was kept."""
         if self.local_ttl <= 0 or not self._listening:
-            return  # no local copies, or nothing tells this process when to drop them
+            return False  # no local copies, or nothing tells this process when to drop them
         if self._all_dropped > started or self._dropped.get(group, 0) > started:
-            return  # the group was dropped while this value was being read
+            return False  # the group was dropped while this value was being read
         self._forget(key)  # a key's new copy goes to the end: the oldest are let go first
         self._local[key] = (group, value, time.monotonic() + self.local_ttl)
         self._local_bytes += len(value)
@@ -292,6 +290,7 @@ class Cache:
                 len(self._local) > MAX_LOCAL_COPIES // 2 or self._local_bytes > MAX_LOCAL_BYTES // 2
             ):
                 self._forget(next(iter(self._local)))
+        return key in self._local  # (a value larger than half the bytes bound is let go at once)
 
     def _forget(self, key: str) -> None:
         entry = self._local.pop(key, None)
