@@ -572,7 +572,7 @@ async def test_a_cut_subscription_stops_local_reads_until_it_is_confirmed_again(
 async def test_a_subscription_that_redis_py_mends_by_itself_is_confirmed_again(kv: RedisKV) -> None:
     # With retries configured, redis-py reconnects a cut subscription and subscribes again without an error:
     # what was published in between is lost, and only the new confirmation tells.
-    kv._client.set_retry(Retry(NoBackoff(), 3))
+    kv._subscriber.set_retry(Retry(NoBackoff(), 3))
     async with watched(kv, "jobyard-test-mend") as (recorder, received, consumer):
         await kv._client.client_kill_filter(_type="pubsub")  # (only this test's process subscribes meanwhile)
         cut = time.monotonic()

@@ -178,6 +178,17 @@ def test_the_cache_miss_benchmark_times_misses_and_hits_and_counts_their_round_t
     assert result["round_trips_per_miss"] == 2 and result["round_trips_per_hit"] == 1  # the miss's store included
 
 
+def test_the_pubsub_benchmark_receives_every_message_in_both_protocols() -> None:
+    import asyncio
+
+    from benchmarks.pubsub_cost import measure, parse_args
+
+    services.require("redis")
+    result = asyncio.run(measure(parse_args(["--messages", "50", "--rounds", "1", "--redis", services.REDIS_URL])))
+    (row,) = result["rounds"]  # each mode returns only once all 50 messages have arrived
+    assert row["resp2_cpu_us_per_message"] > 0 and row["resp3_cpu_us_per_message"] > 0
+
+
 def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_cpu() -> None:
     from benchmarks.run import cpu_per_action_ms, cpu_total_s, table
 

@@ -52,20 +52,30 @@ def _driver_info_kwargs() -> dict[str, Any]:
     return {"driver_info": DriverInfo().add_upstream_driver("jobyard", __version__)}
 
 
+def _pool(url: str, socket_timeout: float, max_connections: int, **extra: Any) -> aioredis.BlockingConnectionPool:
+    # A blocking pool: under a burst, callers wait for a free connection instead of failing with
+    # "Too many connections" (which would look like an outage and trip the breaker).
+    return aioredis.BlockingConnectionPool.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=1.0,
+        health_check_interval=15,
+        max_connections=max_connections,
+        timeout=socket_timeout,
+        **_driver_info_kwargs(),
+        **extra,
+    )
+
+
 class RedisKV:
     def __init__(self, url: str, *, socket_timeout: float = 2.0, breaker_seconds: float = 2.0) -> None:
-        # A blocking pool: under a burst, callers wait for a free connection instead of failing with
-        # "Too many connections" (which would look like an outage and trip the breaker).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=1.0,
-            health_check_interval=15,
-            max_connections=64,
-            timeout=socket_timeout,
-            **_driver_info_kwargs(),
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = aioredis.Redis(connection_pool=_pool(url, socket_timeout, 64))
+        # Subscriptions get connections of their own, speaking RESP2 (each holds one for as long as it lasts). Over
+        # RESP3, redis-py 8 hands every pub/sub message to a push handler that formats it for a debug log even when
+        # that log is off: 50-80 µs of CPU for a 5 KB batch of status events, against 20-30 over RESP2 (measured on
+        # the development machine; benchmarks/RESULTS.md). An API process receives every status event batch.
+        # A URL that asks for a protocol (``?protocol=3``) still gets it.
+        self._subscriber = aioredis.Redis(connection_pool=_pool(url, socket_timeout, 16, protocol=2))
         self._url = url
         self._socket_timeout = socket_timeout
         # Registered scripts run by EVALSHA, falling back to EVAL once after a SCRIPT FLUSH or restart.
@@ -196,7 +206,7 @@ class RedisKV:
         self, *channels: str, watch: SubscriptionWatch | None = None
     ) -> AsyncIterator[tuple[str, bytes]]:
         async with self._guard():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=watch is None)
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=watch is None)
             await pubsub.subscribe(*channels)
         # With a watch, a ping goes down the subscription's own connection every HEARTBEAT. Redis answers in order,
         # so its answer comes after everything published before it was sent: only that proves nothing was missed
@@ -246,3 +256,5 @@ class RedisKV:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self._client.aclose(close_connection_pool=True)
+        with contextlib.suppress(Exception):
+            await self._subscriber.aclose(close_connection_pool=True)
