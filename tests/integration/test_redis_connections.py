@@ -53,8 +53,9 @@ async def test_connections_name_jobyard_to_redis() -> None:
 
 
 async def test_subscriptions_speak_resp2() -> None:
-    """Over RESP3, redis-py 8 formats every pub/sub message for a debug log, even with the log off (50-80 µs a
-    5 KB batch of status events on the development machine, against 20-30 over RESP2): subscriptions use RESP2."""
+    """Over RESP3, redis-py 8 formats every pub/sub message for a debug log, even with the log off (reading a 5 KB
+    batch of status events took 50-80 µs on the development machine, against 20-30 over RESP2): subscriptions use
+    RESP2."""
     services.require("redis")
     kv = RedisKV(services.REDIS_URL)
 

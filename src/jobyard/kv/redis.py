@@ -72,8 +72,8 @@ class RedisKV:
         self._client = aioredis.Redis(connection_pool=_pool(url, socket_timeout, 64))
         # Subscriptions get connections of their own, speaking RESP2 (each holds one for as long as it lasts). Over
         # RESP3, redis-py 8 hands every pub/sub message to a push handler that formats it for a debug log even when
-        # that log is off: 50-80 µs of CPU for a 5 KB batch of status events, against 20-30 over RESP2 (measured on
-        # the development machine; benchmarks/RESULTS.md). An API process receives every status event batch.
+        # that log is off: redis-py's reading of a 5 KB batch of status events took 50-80 µs of CPU, against 20-30
+        # over RESP2 (the development machine; benchmarks/RESULTS.md). An API process receives every event batch.
         # A URL that asks for a protocol (``?protocol=3``) still gets it.
         self._subscriber = aioredis.Redis(connection_pool=_pool(url, socket_timeout, 16, protocol=2))
         self._url = url
