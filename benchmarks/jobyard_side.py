@@ -339,6 +339,21 @@ class JobyardBench:
             self.deadline.remaining()
             await asyncio.sleep(poll)
 
+    async def cache_reads(self) -> dict[str, int]:
+        """The API processes' cached reads so far, by how each was served (``jobyard_cache_requests`` on
+        ``/metrics``): from the process's own copy, from Redis, recomputed from the store, or Redis bypassed."""
+        counts = {"local_hits": 0, "hits": 0, "misses": 0, "bypassed": 0}
+        for pool in self.api_pools:
+            status, body = await pool.request("GET", "/metrics")
+            if status != 200:
+                raise RuntimeError(f"GET /metrics answered {status}")
+            for line in body.decode().splitlines():
+                if line.startswith("jobyard_cache_requests_total{"):
+                    result = line.split('result="', 1)[1].split('"', 1)[0]
+                    if result in counts:
+                        counts[result] += int(float(line.rsplit(" ", 1)[1]))
+        return counts
+
     # --- phases ----------------------------------------------------------------------------------------
     async def warm_up(self) -> None:
         jobs = [[{"type": "bench.noop", "payload": {"warmup": i, "action": a}} for a in range(4)] for i in range(20)]
@@ -474,6 +489,7 @@ class JobyardBench:
             await self.http.request("GET", f"/api/jobs/{job_id}/status")
         roles = {"api": self.procs.pids("api"), "relay": self.procs.pids("relay"), "workers": self.procs.pids("worker"),
                  **server_pids()}  # fmt: skip
+        served0 = await self.cache_reads()
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         client0 = time.process_time()
         # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds, too coarse for these latencies.
@@ -520,6 +536,7 @@ class JobyardBench:
         _stop_profilers(profilers)
         cpu_used = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu_used["client"] = round(time.process_time() - client0, 2)
+        served = _served_since(served0, await self.cache_reads())
         probe_out, _ = await probe.communicate()
         machine = orjson.loads(probe_out.strip().splitlines()[-1]) if probe.returncode == 0 and probe_out else None
         if machine is not None:
@@ -538,6 +555,7 @@ class JobyardBench:
             "achieved_rps": round(achieved, 1),
             "errors": errors,
             "latency_ms": p50_p99(latencies),
+            "served": served,
             "api_cpu_s": round(cpu_seconds(roles["api"]) - cpu0["api"], 2),
             # Where the CPU went meanwhile: the relay and workers may still be finishing the throughput phase's
             # leftovers (domain events, webhooks), which competes with the API on a small machine.
@@ -573,6 +591,7 @@ class JobyardBench:
                 unfinished += 1
 
         api_pids = self.procs.pids("api")
+        served0 = await self.cache_reads()
         profilers = self._start_profilers("busy", "api") if cfg.profile_dir else []
         api0 = cpu_seconds(api_pids)
         gc.collect()
@@ -600,6 +619,7 @@ class JobyardBench:
         finally:
             gc.enable()
             _stop_profilers(profilers)
+        served = _served_since(served0, await self.cache_reads())
         return {
             "requests": len(tasks),
             "target_rps": rate,
@@ -607,10 +627,19 @@ class JobyardBench:
             "errors": errors,
             "unfinished_share": round(unfinished / len(tasks), 3) if tasks else 0.0,
             "latency_ms": p50_p99(latencies),
+            "served": served,
             "api_cpu_s": round(cpu_seconds(api_pids) - api0, 2),
             "batch_actions_per_s": round(cfg.jobs * cfg.actions / elapsed, 1),
             "verified": await self.verify("bench-busy"),
         }
+
+
+def _served_since(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """The reads of a phase by how they were served: counts, and each kind's share of them."""
+    counts = {kind: after[kind] - before[kind] for kind in before}
+    total = sum(counts.values())
+    shares = {f"{kind}_share": round(n / total, 3) if total else 0.0 for kind, n in counts.items()}
+    return {**counts, **shares}
 
 
 def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:

@@ -113,7 +113,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"jobyard status reads: {status['achieved_rps']:.0f}/s (target {status['target_rps']:.0f}), "
                 f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
-                f"errors {status['errors']}; CPU s meanwhile {status['cpu_s']}"
+                f"errors {status['errors']}; {_served(status)}; CPU s meanwhile {status['cpu_s']}"
             )
             machine = status.get("machine")
             if machine:
@@ -130,9 +130,21 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"jobyard status reads while a second batch runs: {busy['achieved_rps']:.0f}/s, "
                 f"p50 {busy['latency_ms']['p50']:.2f} ms, p99 {busy['latency_ms']['p99']:.2f} ms, "
                 f"errors {busy['errors']}, {busy['unfinished_share']:.0%} of reads of unfinished jobs; "
-                f"the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s"
+                f"{_served(busy)}; the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s"
             )
     return "\n".join(lines)
+
+
+def _served(reads: dict[str, Any]) -> str:
+    """How the API served a phase's reads: its own copy, Redis, the store (a recompute), Redis bypassed."""
+    served = reads.get("served")
+    if not served:
+        return "served: unknown"
+    return (
+        f"served from the API's own copy {served['local_hits_share']:.0%}, from Redis {served['hits_share']:.0%}, "
+        f"recomputed {served['misses_share']:.0%}"
+        + (f", Redis bypassed {served['bypassed_share']:.0%}" if served["bypassed"] else "")
+    )
 
 
 def cpu_total_s(r: dict[str, Any]) -> float:

@@ -32,6 +32,7 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert result["actions_per_s"] > 0 and result["elapsed_s"] > 0
     assert set(result["latency_ms"]) == {"p50", "p99"}
     assert result["status_reads"]["requests"] == 10 and result["status_reads"]["errors"] == 0
+    assert _served_total(result["status_reads"]) == 10  # the API's /metrics counted each read once, by how served
     machine = result["status_reads"]["machine"]  # benchmarks.machine_probe ran alongside the reads
     assert machine["units"] > 0 and 0 <= machine["slow_units"] <= machine["units"] and machine["baseline_ms"] > 0
     for share in (machine["slow_reads_after_slow_cpu"], machine["other_reads_after_slow_cpu"]):
@@ -40,6 +41,7 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     busy = result["status_reads_while_busy"]  # a second batch of the same jobs, read while it runs
     assert busy["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
     assert busy["errors"] == 0 and busy["batch_actions_per_s"] > 0 and 0 <= busy["unfinished_share"] <= 1
+    assert _served_total(busy) == busy["requests"]
     assert result["details"]["peak_rss_mb"]["api"] > 0 and result["worker_peak_rss_mb"] > 0
     assert 0 < result["worker_largest_rss_mb"] <= result["worker_peak_rss_mb"]  # one of the processes in the sum
     # PostgreSQL's CPU split by the process each backend served: the workers' claims and completions, the API's
@@ -49,6 +51,24 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert all(v >= 0 for v in by_client.values())  # (a phase this short may round every share to 0.0 s)
     split = sum(v for k, v in by_client.items() if k != "backends_ended")
     assert split <= result["details"]["throughput_phase_server_cpu_s"]["postgresql"] + 0.05
+
+
+def _served_total(reads: dict[str, Any]) -> int:
+    served = reads["served"]
+    shares = sum(served[f"{kind}_share"] for kind in ("local_hits", "hits", "misses", "bypassed"))
+    assert served["local_hits"] + served["hits"] + served["misses"] + served["bypassed"] == 0 or abs(shares - 1) < 0.01
+    return int(served["local_hits"] + served["hits"] + served["misses"] + served["bypassed"])
+
+
+def test_the_report_says_how_the_api_served_the_reads() -> None:
+    from benchmarks.run import _served
+
+    served = {"local_hits": 62, "hits": 2, "misses": 36, "bypassed": 0, "local_hits_share": 0.62, "hits_share": 0.02,
+              "misses_share": 0.36, "bypassed_share": 0.0}  # fmt: skip
+    assert _served({"served": served}) == "served from the API's own copy 62%, from Redis 2%, recomputed 36%"
+    down = {**served, "bypassed": 5, "bypassed_share": 0.05}
+    assert _served({"served": down}).endswith(", Redis bypassed 5%")
+    assert _served({}) == "served: unknown"  # a result saved before the count was taken
 
 
 def test_reads_are_set_beside_the_slow_moments_the_probe_found() -> None:
@@ -73,6 +93,7 @@ def test_the_jobyard_benchmark_spreads_requests_over_several_api_processes() -> 
     result = run_jobyard(config)
     assert result["verified"] == {"actions": 18, "recorded": 18, "jobs_succeeded": 6}
     assert result["status_reads"]["errors"] == 0 and result["details"]["settings"]["api_processes"] == 2
+    assert _served_total(result["status_reads"]) == 10  # both processes' counts
 
 
 def test_round_robin_sends_each_request_to_the_next_api_in_turn() -> None:
