@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import asyncpg
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99, server_pids
 from benchmarks.machine_probe import share_after_slow_cpu
@@ -347,11 +348,10 @@ class JobyardBench:
             status, body = await pool.request("GET", "/metrics")
             if status != 200:
                 raise RuntimeError(f"GET /metrics answered {status}")
-            for line in body.decode().splitlines():
-                if line.startswith("jobyard_cache_requests_total{"):
-                    result = line.split('result="', 1)[1].split('"', 1)[0]
-                    if result in counts:
-                        counts[result] += int(float(line.rsplit(" ", 1)[1]))
+            for family in text_string_to_metric_families(body.decode()):
+                for sample in family.samples:
+                    if sample.name == "jobyard_cache_requests_total" and sample.labels.get("result") in counts:
+                        counts[sample.labels["result"]] += int(sample.value)
         return counts
 
     # --- phases ----------------------------------------------------------------------------------------
