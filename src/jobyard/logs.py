@@ -11,8 +11,9 @@ from typing import Any
 
 from jobyard import jsonutil
 
-job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("jobyard_job_id", default=None)
-action_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("jobyard_action_id", default=None)
+# The ids as given (UUIDs), turned into text only for a record that is logged: most actions log nothing.
+job_id_var: contextvars.ContextVar[object | None] = contextvars.ContextVar("jobyard_job_id", default=None)
+action_id_var: contextvars.ContextVar[object | None] = contextvars.ContextVar("jobyard_action_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CONTEXT_FIELDS = ("job_id", "action_id", "attempt", "worker_id")
@@ -26,7 +27,8 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for name, var in (("job_id", job_id_var), ("action_id", action_id_var)):
             if getattr(record, name, None) is None:
-                setattr(record, name, var.get())
+                value = var.get()
+                setattr(record, name, None if value is None else str(value))
         return True
 
 
@@ -64,5 +66,5 @@ def configure(level: str, fmt: str) -> None:
 
 def bind_action(job_id: object, action_id: object) -> None:
     """Mark the current task as working on this action (the worker calls it in each action's own task)."""
-    job_id_var.set(str(job_id))
-    action_id_var.set(str(action_id))
+    job_id_var.set(job_id)
+    action_id_var.set(action_id)

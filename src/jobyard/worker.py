@@ -160,6 +160,7 @@ class Worker:
         self._started = False
         self._stopping = False
         self.processed = 0
+        self._durations: dict[tuple[str, str], Any] = {}  # action_duration's children by (type, outcome)
         self._presence = PresenceBeacon(events.kv, self.worker_id, settings.presence_interval, self._describe)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -434,7 +435,11 @@ class Worker:
         self._free.release()
         if self.metrics is not None:
             elapsed = time.perf_counter() - attempt.started
-            self.metrics.action_duration.labels(action.type, outcome.kind.value).observe(elapsed)
+            labels = (action.type, outcome.kind.value)
+            duration = self._durations.get(labels)
+            if duration is None:  # the labelled child, looked up once per type and outcome (a lock and a hash each)
+                duration = self._durations[labels] = self.metrics.action_duration.labels(*labels)
+            duration.observe(elapsed)
         self._finished.put_nowait(_Finished(outcome, attempt.envelope, result, attempt.ctx, queue=action.queue))
 
     def _interrupt(self, attempt: _Attempt, why: _Interrupt) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -136,6 +136,41 @@ async def test_a_primed_copy_is_served_locally_unless_its_group_was_written_sinc
         assert await api.get_or_set("job2", "status:job2", recomputed, 30) == b"from the store"
         assert await api.get_or_set("job4", "status:job4", recomputed, 30) == b"from the store"
     assert not Cache(kv, "t", local_ttl=0).prime("job5", "status:job5", b"v", 0)  # local copies off
+
+
+async def test_a_primed_copy_given_as_a_function_is_rendered_on_its_first_read_only(kv: KV) -> None:
+    api = Cache(kv, "t", local_ttl=60)
+    rendered: list[str] = []
+
+    def render(name: str) -> Callable[[], bytes]:
+        def run() -> bytes:
+            rendered.append(name)
+            if name == "broken":
+                raise RuntimeError("a bug in rendering")
+            return b"as written: " + name.encode()
+
+        return run
+
+    async def recomputed() -> bytes:
+        return b"from the store"
+
+    async with listening(api):
+        mark = api.mark()
+        assert api.prime("job1", "status:job1", render("job1"), mark, size=100)
+        assert api.prime("job2", "status:job2", render("job2"), mark, size=100)
+        assert api.prime("job3", "status:job3", render("broken"), mark, size=100)
+        assert rendered == [] and api._local_bytes == 300  # nothing rendered yet; the estimates count meanwhile
+        for _ in range(2):
+            assert await api.get_or_set("job1", "status:job1", recomputed, 30) == b"as written: job1"
+        assert rendered == ["job1"] and api.stats.local_hits == 2  # rendered once, on the first read
+        assert api._local_bytes == 200 + len(b"as written: job1")  # its real size from then on
+        assert await api.get_or_set("job3", "status:job3", recomputed, 30) == b"from the store"
+        assert rendered == ["job1", "broken"] and api.stats.local_hits == 2 and api.stats.misses == 1
+        # the broken copy is gone, the recomputed value kept in its place
+        assert api._local_bytes == 100 + len(b"as written: job1") + len(b"from the store")
+        api.drop_local(["job2"])  # dropped before any read: never rendered
+        assert await api.get_or_set("job2", "status:job2", recomputed, 30) == b"from the store"
+        assert rendered == ["job1", "broken"]
 
 
 async def test_local_copies_let_go_when_too_many_are_held_are_dropped_cleanly_by_a_later_write() -> None:

@@ -73,18 +73,41 @@ async def test_a_primed_copy_gives_way_to_the_job_s_progress(make_settings: Any)
         assert [a["status"] for a in read.json()["actions"]] == ["succeeded", "succeeded"]
 
 
-async def test_a_failure_to_prime_never_fails_an_accepted_submission(make_settings: Any, monkeypatch: Any) -> None:
-    def broken(*_args: Any) -> Any:
-        raise RuntimeError("a bug in building the first status")
+async def _listening(s: Any) -> None:
+    async with asyncio.timeout(5):
+        while not s.runtime.cache.serves_local_copies:  # noqa: ASYNC110 - the API's subscription, confirmed
+            await asyncio.sleep(0.01)
 
-    monkeypatch.setattr(routes_jobs, "status_view", broken)
+
+async def test_a_failure_to_prime_never_fails_an_accepted_submission(make_settings: Any, monkeypatch: Any) -> None:
     async with stack(make_settings(), demo_yard, workers=1) as s:
-        async with asyncio.timeout(5):
-            while not s.runtime.cache.serves_local_copies:  # noqa: ASYNC110 - the API's subscription, confirmed
-                await asyncio.sleep(0.01)
+        await _listening(s)
+
+        def broken(*_args: Any, **_kwargs: Any) -> bool:
+            raise RuntimeError("a bug in keeping the first status")
+
+        monkeypatch.setattr(s.runtime.cache, "prime", broken)
         one = await s.http.post("/api/jobs", json={"actions": [{"type": "demo.noop"}]})
         batch = await s.http.post("/api/jobs:batch", json={"jobs": [{"actions": [{"type": "demo.noop"}]}]})
         assert one.status_code == 202 and batch.status_code == 202
-        monkeypatch.undo()  # the status route's own view again
+        monkeypatch.undo()
         for job_id in (one.json()["id"], batch.json()["jobs"][0]["id"]):
             assert (await s.wait(job_id))["status"] == "succeeded"  # stored, published and run as any job
+
+
+async def test_a_first_status_that_fails_to_render_is_read_from_the_store(make_settings: Any, monkeypatch: Any) -> None:
+    """The copy is rendered on its first read: if that fails, the read goes on as if there were no copy."""
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug in building the first status")
+
+    monkeypatch.setattr(routes_jobs, "ActionRecord", broken)  # only the primed copy builds its actions with it
+    async with stack(make_settings(), demo_yard, workers=0) as s:
+        await _listening(s)
+        accepted = await s.http.post("/api/jobs", json={"actions": [{"type": "demo.noop"}] * 3})
+        assert accepted.status_code == 202  # nothing is rendered when the job is stored
+        local_hits = s.runtime.cache.stats.local_hits
+        read = await s.http.get(f"/api/jobs/{accepted.json()['id']}/status")
+        assert read.status_code == 200, read.text
+        assert read.json()["status"] == "pending" and [a["status"] for a in read.json()["actions"]] == ["queued"] * 3
+        assert s.runtime.cache.stats.local_hits == local_hits  # from the store (the copy was dropped), not the copy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time
 import uuid
 
@@ -68,3 +70,13 @@ def test_uuid7_many_continues_the_same_order_as_uuid7() -> None:
     assert all(abs((i.int >> 80) - now_ms) < 60_000 for i in ids)
     randoms = {i.int & ((1 << 62) - 1) for i in uuid7_many(1000)}
     assert len(randoms) == 1000  # each id has its own random bits, not a shared or repeated slice
+
+
+def test_uuid7s_are_the_ids_the_uuid_constructor_makes() -> None:
+    """They are built without ``UUID``'s checks: the same value, hash, text, pickle and flags as ``UUID(int=)``."""
+    for made in [uuid7(), *uuid7_many(10)]:
+        plain = uuid.UUID(int=made.int)
+        assert made == plain and hash(made) == hash(plain) and str(made) == str(plain) and repr(made) == repr(plain)
+        assert made.is_safe is plain.is_safe is uuid.SafeUUID.unknown
+        assert pickle.loads(pickle.dumps(made)) == plain and copy.copy(made) == plain
+        assert isinstance(made, uuid.UUID) and type(made) is uuid.UUID

@@ -71,7 +71,9 @@ class Cache:
         self.local_ttl = local_ttl
         self.wait_for_fill = wait_for_fill
         self.stats = CacheStats()
-        self._local: dict[str, tuple[str, bytes, float]] = {}  # key → (group, value, expires), oldest first
+        # key → (group, value, expires, size), oldest first; a primed value may be kept as the function that renders
+        # it (``prime``), rendered on its first read, with an estimate of its size until then
+        self._local: dict[str, tuple[str, bytes | Callable[[], bytes], float, int]] = {}
         self._local_bytes = 0
         self._listening = False  # the announcements' subscription is confirmed (see the module's docstring)
         self._heard_at = -HEARD_WITHIN  # every announcement published before this time has been handled
@@ -98,8 +100,11 @@ class Cache:
         if local is not None:
             now = time.monotonic()
             if local[2] > now and now - self._heard_at < HEARD_WITHIN:
-                self.stats.local_hits += 1
-                return local[1]
+                held = local[1]
+                value = held if isinstance(held, bytes) else self._render(key, local)
+                if value is not None:
+                    self.stats.local_hits += 1
+                    return value
         started = self._drops
         value_key, gen_key = keys.cache_value(self.namespace, key), keys.cache_generation(self.namespace, group)
         token = b"%s-%d" % (self._token_prefix, next(self._tokens))  # a fill lock's owner, if this read takes it
@@ -159,14 +164,20 @@ class Cache:
         """Where the local drops stand now: pass it to ``prime`` for a value that reflects the store from here on."""
         return self._drops
 
-    def prime(self, group: str, key: str, value: bytes, mark: int) -> bool:
+    def prime(
+        self, group: str, key: str, value: bytes | Callable[[], bytes], mark: int, *, size: int | None = None
+    ) -> bool:
         """Keep ``value`` as this process's own copy of ``key``, as a read would, without any round trip.
 
         For a value this process knows without reading it: one it has just written (a new job's first status).
         ``mark`` is ``mark()`` taken before that write: if ``group`` was dropped since (a later write announced),
         nothing is kept, as for a read under way. Returns whether it was kept.
+
+        ``value`` may be a function that renders it, with ``size`` its estimated length: it is called on the
+        copy's first read, if any (most new jobs are not read within the copy's TTL, and the API renders nothing
+        for them). If it raises, the copy is dropped and that read goes on as if there were none.
         """
-        return self._remember(group, key, value, mark)
+        return self._remember(group, key, value, mark, size)
 
     @property
     def keeps_local_copies(self) -> bool:
@@ -274,15 +285,18 @@ class Cache:
         while self._storing:
             await asyncio.gather(*self._storing, return_exceptions=True)
 
-    def _remember(self, group: str, key: str, value: bytes, started: int) -> bool:
+    def _remember(
+        self, group: str, key: str, value: bytes | Callable[[], bytes], started: int, size: int | None = None
+    ) -> bool:
         """Keep a local copy of ``key`` (read, or known, as of drop number ``started``); whether it was kept."""
         if self.local_ttl <= 0 or not self._listening:
             return False  # no local copies, or nothing tells this process when to drop them
         if self._all_dropped > started or self._dropped.get(group, 0) > started:
             return False  # the group was dropped while this value was being read
         self._forget(key)  # a key's new copy goes to the end: the oldest are let go first
-        self._local[key] = (group, value, time.monotonic() + self.local_ttl)
-        self._local_bytes += len(value)
+        size = len(value) if isinstance(value, bytes) else (size or 0)
+        self._local[key] = (group, value, time.monotonic() + self.local_ttl, size)
+        self._local_bytes += size
         self._by_group.setdefault(group, set()).add(key)
         if len(self._local) > MAX_LOCAL_COPIES or self._local_bytes > MAX_LOCAL_BYTES:
             # bounded: let go of the oldest copies, down to half of both bounds
@@ -295,8 +309,22 @@ class Cache:
     def _forget(self, key: str) -> None:
         entry = self._local.pop(key, None)
         if entry is not None:
-            self._local_bytes -= len(entry[1])
+            self._local_bytes -= entry[3]
             self._unindex(entry[0], key)
+
+    def _render(self, key: str, entry: tuple[str, bytes | Callable[[], bytes], float, int]) -> bytes | None:
+        """A primed copy's first read: render it and keep the bytes in its place (same place, same expiry)."""
+        render = entry[1]
+        assert not isinstance(render, bytes)
+        try:
+            value = render()
+        except Exception:
+            log.exception("rendering a primed copy of %s failed; reading it as if there were no copy", key)
+            self._forget(key)
+            return None
+        self._local[key] = (entry[0], value, entry[2], len(value))
+        self._local_bytes += len(value) - entry[3]
+        return value
 
     def _unindex(self, group: str, key: str) -> None:
         group_keys = self._by_group.get(group)

@@ -98,7 +98,7 @@ class EventHub:
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
         self._tenants: OrderedDict[str, str] = OrderedDict()
         self._unresolved: asyncio.Queue[LiveEvent] = asyncio.Queue()
-        self._listeners: list[Callable[[LiveEvent], None]] = []
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._worker_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_probe = 0.0
@@ -148,8 +148,8 @@ class EventHub:
     def client_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    def on_event(self, listener: Callable[[LiveEvent], None]) -> None:
-        """Call ``listener`` with every status event (the queue sampler counts completions with it)."""
+    def on_event(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` with every status event, as received (the queue sampler counts completions with it)."""
         self._listeners.append(listener)
 
     def on_worker_heartbeat(self, listener: Callable[[dict[str, Any]], None]) -> None:
@@ -206,14 +206,19 @@ class EventHub:
             data = [data]
         if not isinstance(data, list):
             return
-        tenants_watched = any(kind == "tenant" for kind, _ in self._subs)
+        # Every API process receives every event, mostly with nobody streaming them: an event becomes a LiveEvent
+        # (its fields and encodings) only for a stream that takes it.
+        subs, listeners = self._subs, self._listeners
+        tenants_watched = any(kind == "tenant" for kind, _ in subs)
         for item in data:
-            if isinstance(item, dict):
+            if not isinstance(item, dict):
+                continue
+            for listener in listeners:
+                listener(item)
+            if tenants_watched or (subs and ("job", str(item.get("job_id", ""))) in subs):
                 self._dispatch(LiveEvent(item), tenants_watched)
 
     def _dispatch(self, event: LiveEvent, tenants_watched: bool) -> None:
-        for listener in self._listeners:
-            listener(event)
         for sub in self._subs.get(("job", event.job_id), ()):
             sub.offer(event)
         if not tenants_watched:

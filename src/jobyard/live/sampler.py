@@ -15,7 +15,6 @@ from typing import Any
 
 from jobyard.broker.base import Broker
 from jobyard.errors import JobyardError
-from jobyard.live.hub import LiveEvent
 from jobyard.tasks import stop_tasks
 
 log = logging.getLogger("jobyard.live.sampler")
@@ -38,10 +37,9 @@ class QueueSampler:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    def count(self, event: LiveEvent) -> None:
-        """Hub listener: one more action finished on its queue."""
-        data = event.data
-        if event.type == "action.status" and data.get("status") in FINAL:
+    def count(self, data: dict[str, Any]) -> None:
+        """Hub listener (an event as received): one more action finished on its queue."""
+        if data.get("type") == "action.status" and data.get("status") in FINAL:
             queue = str(data.get("queue") or "?")
             self._done[queue] += 1
             if data.get("status") == "failed":

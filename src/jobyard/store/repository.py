@@ -716,8 +716,10 @@ class Repository:
         job_id: UUID | None = None,
     ) -> _NewJob:
         """A submission with its ids and its outbox rows, ready to be written either way."""
-        job_id = job_id or uuid7()
-        action_ids = uuid7_many(len(actions))
+        if job_id is None:  # the job's id and its actions' in one go (one lock, one read of the randomness)
+            job_id, *action_ids = uuid7_many(len(actions) + 1)
+        else:
+            action_ids = uuid7_many(len(actions))
         outbox = self._outbox_bodies(job_id, action_ids, actions)
         return _NewJob(tenant_id, name, metadata, actions, job_id, action_ids, webhook_url, audit, outbox)
 
