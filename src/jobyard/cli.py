@@ -79,16 +79,25 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         raise typer.Exit(1) from exc
 
 
-def _settle_heap() -> None:
+def _settle_heap(young_threshold: int = 0) -> None:
     """Move everything alive now out of the garbage collector's sight: it lives as long as the process.
 
     Called before the event loop starts and again once a service has started (its pools, clients, compiled
     statements and the modules it imported on the way). Otherwise every full collection walks all of that: pauses
     of 55-160 ms in a busy worker or relay, against 0.5-11 ms once settled (benchmarks/RESULTS.md,
     "the worker's per-action bookkeeping, and the collector's pauses", 2026-11-30 03:29).
+
+    ``young_threshold`` (``JOBYARD_GC_YOUNG_THRESHOLD``, when not 0) is how many new objects the youngest
+    generation takes before it is collected. CPython before 3.13 collects it every 700, so the objects of actions
+    still in flight (messages, futures, rows) are found alive and moved to the older generations, whose
+    collections then walk them again. At 2,000, the value of CPython 3.13 and later, most of them are gone when
+    the collector looks: the collector's CPU in a busy worker halves, and the full collections while it works stop
+    (benchmarks/RESULTS.md, section "Latest").
     """
     gc.collect()
     gc.freeze()
+    if young_threshold:
+        gc.set_threshold(young_threshold, *gc.get_threshold()[1:])
 
 
 async def _until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
@@ -152,16 +161,16 @@ def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
         timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
-    _run(lambda: _serve_and_settle(server))
+    _run(lambda: _serve_and_settle(server, settings.gc_young_threshold))
 
 
-async def _serve_and_settle(server: Any) -> None:
+async def _serve_and_settle(server: Any, young_threshold: int = 0) -> None:
     """Run a uvicorn server; once its start-up (the lifespan: pools, caches, services) is done, settle the heap."""
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.05)
     if server.started:
-        _settle_heap()
+        _settle_heap(young_threshold)
     await serving
 
 
@@ -227,7 +236,7 @@ def worker(
             metrics=runtime.metrics,
         )
         await service.start()
-        _settle_heap()
+        _settle_heap(settings.gc_young_threshold)
 
         async def stop() -> None:
             await service.stop(grace=grace)
@@ -264,7 +273,7 @@ def relay(metrics_port: MetricsPort = None) -> None:
             metrics=runtime.metrics,
         )
         await service.start()
-        _settle_heap()
+        _settle_heap(settings.gc_young_threshold)
 
         async def stop() -> None:
             await service.stop()

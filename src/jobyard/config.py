@@ -135,6 +135,13 @@ class Settings(BaseModel):
         5.0, ge=0, description="first webhook retry delay ceiling, seconds (doubles each attempt, full jitter)"
     )
 
+    gc_young_threshold: int = Field(
+        2000,
+        ge=0,
+        description="new objects between two collections of the youngest generation by Python's cycle collector, in "
+        "each jobyard process once it has started (CPython 3.13's default; 0: leave the interpreter's own)",
+    )
+
     retention_days: float = Field(30.0, ge=0, description="finished jobs are pruned after this many days (0: never)")
     retention_batch: int = Field(1000, ge=1, le=100_000, description="jobs pruned per transaction")
 

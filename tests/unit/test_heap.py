@@ -29,9 +29,9 @@ class FakeServer:
 async def test_the_api_settles_its_heap_once_started_and_not_when_start_up_fails(monkeypatch: Any) -> None:
     for starts in (True, False):
         server = FakeServer(starts=starts)
-        monkeypatch.setattr(cli, "_settle_heap", lambda s=server: s.seen_at_settle.append(s.started))
-        await cli._serve_and_settle(server)
-        assert server.seen_at_settle == ([True] if starts else [])
+        monkeypatch.setattr(cli, "_settle_heap", lambda young, s=server: s.seen_at_settle.append((s.started, young)))
+        await cli._serve_and_settle(server, 2000)
+        assert server.seen_at_settle == ([(True, 2000)] if starts else [])
 
 
 @pytest.fixture
@@ -53,3 +53,25 @@ def test_settling_collects_the_garbage_then_freezes_what_is_alive(unfrozen: Any)
     cli._settle_heap()
     assert gone() is None  # collected, not frozen for the life of the process
     assert gc.get_freeze_count() >= len(built_at_start_up)
+
+
+@pytest.fixture
+def thresholds() -> Any:
+    before = gc.get_threshold()
+    yield before
+    gc.set_threshold(*before)
+
+
+def test_settling_sets_the_young_generations_threshold_and_keeps_the_others(unfrozen: Any, thresholds: Any) -> None:
+    gc.set_threshold(700, 11, 12)
+    cli._settle_heap(2000)
+    assert gc.get_threshold() == (2000, 11, 12)
+    cli._settle_heap(0)  # 0: the interpreter's own, left as it is
+    assert gc.get_threshold() == (2000, 11, 12)
+
+
+def test_the_young_threshold_is_a_setting_with_cpython_3_13s_default() -> None:
+    from jobyard.config import Settings
+
+    assert Settings.from_env({}).gc_young_threshold == 2000
+    assert Settings.from_env({"JOBYARD_GC_YOUNG_THRESHOLD": "0"}).gc_young_threshold == 0
