@@ -87,12 +87,12 @@ def _settle_heap(young_threshold: int = 0) -> None:
     of 55-160 ms in a busy worker or relay, against 0.5-11 ms once settled (benchmarks/RESULTS.md,
     "the worker's per-action bookkeeping, and the collector's pauses", 2026-11-30 03:29).
 
-    ``young_threshold`` (``JOBYARD_GC_YOUNG_THRESHOLD``, when not 0) is how many new objects the youngest
-    generation takes before it is collected. CPython before 3.13 collects it every 700, so the objects of actions
-    still in flight (messages, futures, rows) are found alive and moved to the older generations, whose
-    collections then walk them again. At 2,000, the value of CPython 3.13 and later, most of them are gone when
-    the collector looks: the collector's CPU in a busy worker halves, and the full collections while it works stop
-    (benchmarks/RESULTS.md, section "Latest").
+    ``young_threshold`` (``JOBYARD_GC_YOUNG_THRESHOLD`` in workers and relays, when not 0) is how many new objects
+    the youngest generation takes before it is collected. CPython before 3.13 collects it every 700, so in a busy
+    worker the objects of actions still in flight (messages, futures, rows) are found alive and moved to the older
+    generations, whose collections then walk them again. At 2,000, the value of CPython 3.13 and later, most of them
+    are gone when the collector looks: the collector's CPU in a busy worker halves, and the full collections while it
+    works stop (benchmarks/RESULTS.md, section "Latest").
     """
     gc.collect()
     gc.freeze()
@@ -161,16 +161,21 @@ def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
         timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
-    _run(lambda: _serve_and_settle(server, settings.gc_young_threshold))
+    _run(lambda: _serve_and_settle(server))
 
 
-async def _serve_and_settle(server: Any, young_threshold: int = 0) -> None:
-    """Run a uvicorn server; once its start-up (the lifespan: pools, caches, services) is done, settle the heap."""
+async def _serve_and_settle(server: Any) -> None:
+    """Run a uvicorn server; once its start-up (the lifespan: pools, caches, services) is done, settle the heap.
+
+    The API keeps the interpreter's own young-generation threshold: it holds many objects for a while (its copies of
+    statuses), which a larger threshold makes the middle generation's collections walk in longer pauses, and its
+    status reads' p99 went from 1.7-5.5 ms to 2.4-7.6 (benchmarks/RESULTS.md, section "Latest").
+    """
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.05)
     if server.started:
-        _settle_heap(young_threshold)
+        _settle_heap()
     await serving
 
 

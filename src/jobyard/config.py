@@ -139,7 +139,7 @@ class Settings(BaseModel):
         2000,
         ge=0,
         description="new objects between two collections of the youngest generation by Python's cycle collector, in "
-        "each jobyard process once it has started (CPython 3.13's default; 0: leave the interpreter's own)",
+        "each worker and relay process once it has started (CPython 3.13's default; 0: the interpreter's own)",
     )
 
     retention_days: float = Field(30.0, ge=0, description="finished jobs are pruned after this many days (0: never)")
