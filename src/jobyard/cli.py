@@ -92,7 +92,7 @@ def _settle_heap(young_threshold: int = 0) -> None:
     worker the objects of actions still in flight (messages, futures, rows) are found alive and moved to the older
     generations, whose collections then walk them again. At 2,000, the value of CPython 3.13 and later, most of them
     are gone when the collector looks: the collector's CPU in a busy worker halves, and the full collections while it
-    works stop (benchmarks/RESULTS.md, section "Latest").
+    works stop (benchmarks/RESULTS.md, "the collector's youngest generation", 2026-12-01 12:30).
     """
     gc.collect()
     gc.freeze()
@@ -167,9 +167,9 @@ def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
 async def _serve_and_settle(server: Any) -> None:
     """Run a uvicorn server; once its start-up (the lifespan: pools, caches, services) is done, settle the heap.
 
-    The API keeps the interpreter's own young-generation threshold: it holds many objects for a while (its copies of
-    statuses), which a larger threshold makes the middle generation's collections walk in longer pauses, and its
-    status reads' p99 went from 1.7-5.5 ms to 2.4-7.6 (benchmarks/RESULTS.md, section "Latest").
+    The API keeps the interpreter's own young-generation threshold: with 2,000 its status reads' p99 was 2.4-7.6 ms
+    against 1.7-5.5 with 700, nine runs of each (benchmarks/RESULTS.md, "the collector's youngest generation"). Thin
+    evidence on a noisy machine, but the API had little to gain (its collector's CPU is a few percent of its own).
     """
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag, not an event
