@@ -43,6 +43,7 @@ FINAL_ACTION_STATUSES = frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, 
 CLAIMABLE_ACTION_STATUSES = frozenset({ActionStatus.QUEUED, ActionStatus.RETRYING})
 _ACTION_STATUS_VALUES = tuple(status.value for status in ActionStatus)
 _FINAL_ACTION_VALUES = frozenset(status.value for status in FINAL_ACTION_STATUSES)
+_RUNNING_VALUE = ActionStatus.RUNNING.value
 
 ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
     ActionStatus.QUEUED: frozenset({ActionStatus.RUNNING, ActionStatus.CANCELLED, ActionStatus.FAILED}),
@@ -131,18 +132,18 @@ def job_progress(actions: list[tuple[str, float]]) -> Progress:
         counts[status] += 1
         if status in _FINAL_ACTION_VALUES:
             done += 1.0
-        elif status == "running":
+        elif status == _RUNNING_VALUE:
             done += min(1.0, max(0.0, fraction or 0.0))
     total = len(actions)
     percent = round(100.0 * done / total, 1) if total else 100.0
     return Progress(
         total=total,
-        queued=counts["queued"],
-        running=counts["running"],
-        retrying=counts["retrying"],
-        succeeded=counts["succeeded"],
-        failed=counts["failed"],
-        cancelled=counts["cancelled"],
+        queued=counts[ActionStatus.QUEUED],
+        running=counts[ActionStatus.RUNNING],
+        retrying=counts[ActionStatus.RETRYING],
+        succeeded=counts[ActionStatus.SUCCEEDED],
+        failed=counts[ActionStatus.FAILED],
+        cancelled=counts[ActionStatus.CANCELLED],
         percent=percent,
     )
 
