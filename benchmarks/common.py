@@ -125,6 +125,35 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+class HostSteal:
+    """The share of the machine's CPU time that its hypervisor gave to someone else since this was made.
+
+    Linux counts it as ``steal`` in ``/proc/stat``: time a virtual CPU had work but the host ran another guest. A
+    phase with a few percent of it runs slower, and with long stretches of it a latency's tail is the host's, not
+    the system's. ``share()`` is None where the system does not count steal.
+    """
+
+    def __init__(self) -> None:
+        self._start = _steal_and_total()
+
+    def share(self) -> float | None:
+        now = _steal_and_total()
+        if now is None or self._start is None:
+            return None
+        total = now[1] - self._start[1]
+        return round((now[0] - self._start[0]) / total, 4) if total > 0 else 0.0
+
+
+def _steal_and_total() -> tuple[float, float] | None:
+    """All CPUs' steal and total time so far (guest time is already inside user time, so it is left out)."""
+    times = psutil.cpu_times()
+    steal = getattr(times, "steal", None)
+    if steal is None:
+        return None
+    guest = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+    return float(steal), float(sum(times) - guest)
+
+
 def server_pids() -> dict[str, list[int]]:
     """PIDs of the local servers, to show where CPU went (shared servers: includes anyone else's load)."""
     names = {"postgres": "postgresql", "beam.smp": "rabbitmq", "redis-server": "redis"}

@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.common import BenchTimeout, Deadline, RssPeaks, cpu_seconds, p50_p99, server_pids
+from benchmarks.common import BenchTimeout, Deadline, HostSteal, RssPeaks, cpu_seconds, p50_p99, server_pids
 from benchmarks.machine_probe import share_after_slow_cpu
 from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
 
@@ -405,6 +405,7 @@ class JobyardBench:
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         client0 = time.process_time()
         profilers = self._start_profilers() if cfg.profile_dir else []
+        steal = HostSteal()
         t0 = time.perf_counter()
         submitted: list[str] = []
         submitting = asyncio.create_task(self.submit_many("bench-throughput", jobs, submitted))
@@ -413,6 +414,7 @@ class JobyardBench:
         submit_s = time.perf_counter() - t0
         await waiting
         elapsed = time.perf_counter() - t0
+        host_steal = steal.share()
         _stop_profilers(profilers)
         cpu = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu["client"] = round(time.process_time() - client0, 2)
@@ -432,6 +434,7 @@ class JobyardBench:
             "cpu_s": cpu,
             "server_cpu_s": server_cpu,
             "postgresql_by_client_s": postgresql,
+            "host_steal_share": host_steal,
         }
 
     def _start_profilers(self, phase: str = "throughput", only: str = "") -> list[subprocess.Popen[bytes]]:
@@ -515,6 +518,7 @@ class JobyardBench:
         # be charged to the server: it collects before and after the timed loop, not during it.
         gc.collect()
         gc.disable()
+        steal = HostSteal()
         start = clock() + 0.05
         epoch = time.time() - clock()
         try:
@@ -533,6 +537,7 @@ class JobyardBench:
         finally:
             gc.enable()
         achieved = total / (clock() - start)
+        host_steal = steal.share()
         _stop_profilers(profilers)
         cpu_used = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu_used["client"] = round(time.process_time() - client0, 2)
@@ -561,6 +566,7 @@ class JobyardBench:
             # leftovers (domain events, webhooks), which competes with the API on a small machine.
             "cpu_s": cpu_used,
             "machine": machine,
+            "host_steal_share": host_steal,
         }
 
     async def measure_status_while_busy(self) -> dict[str, Any]:
@@ -596,6 +602,7 @@ class JobyardBench:
         api0 = cpu_seconds(api_pids)
         gc.collect()
         gc.disable()  # as in measure_status_reads: the client's own collections would be charged to the server
+        steal = HostSteal()
         t0 = clock()
         try:
             submitting = asyncio.create_task(self.submit_many("bench-busy", jobs, submitted))
@@ -616,6 +623,7 @@ class JobyardBench:
             await waiting
             elapsed = clock() - t0
             await asyncio.gather(*tasks)
+            host_steal = steal.share()
         finally:
             gc.enable()
             _stop_profilers(profilers)
@@ -630,6 +638,7 @@ class JobyardBench:
             "served": served,
             "api_cpu_s": round(cpu_seconds(api_pids) - api0, 2),
             "batch_actions_per_s": round(cfg.jobs * cfg.actions / elapsed, 1),
+            "host_steal_share": host_steal,
             "verified": await self.verify("bench-busy"),
         }
 
@@ -669,7 +678,9 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
         await bench.setup()
         sampler.start()
         await bench.warm_up()
+        steal = HostSteal()
         latency = await bench.measure_latency()
+        latency_steal = steal.share()
         throughput = await bench.measure_throughput()
         result["verified"] = await bench.verify()
         status_reads = await bench.measure_status_reads() if cfg.status_rps > 0 and cfg.status_seconds > 0 else None
@@ -698,6 +709,8 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
             "throughput_phase_cpu_s": throughput["cpu_s"],
             "throughput_phase_server_cpu_s": throughput["server_cpu_s"],
             "throughput_phase_postgresql_by_client_s": throughput["postgresql_by_client_s"],
+            # The host's share of the machine's CPU time in each phase (benchmarks.common.HostSteal).
+            "host_steal_share": {"latency": latency_steal, "throughput": throughput["host_steal_share"]},
             "latency_samples": len(latency),
             "peak_rss_mb": {
                 "api": round(sampler.peak_sum.get("api", 0) / mib, 1),

@@ -18,6 +18,8 @@ from benchmarks.common import BenchTimeout, add_setting_option, settings_env
 from benchmarks.jobyard_side import REPO_ROOT, JobyardConfig, run_jobyard
 
 SYSTEMS = ("jobyard", "dramatiq", "celery")
+#: A difference in the host's steal between two systems' timed phases beyond which the table says so (a share).
+STEAL_GAP = 0.05
 
 
 def run_peer(system: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'system':<10} {'actions/s':>10} {'elapsed s':>10} {'start p50 ms':>13} {'start p99 ms':>13} "
-        f"{'workers RSS MiB':>16} {'largest MiB':>12} {'CPU ms/action':>14} {'cores busy':>11}"
+        f"{'workers RSS MiB':>16} {'largest MiB':>12} {'CPU ms/action':>14} {'cores busy':>11} {'host steal':>11}"
     )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
@@ -75,13 +77,24 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"{name:<10} {r['actions_per_s']:>10,.0f} {r['elapsed_s']:>10.3f} {lat.get('p50', float('nan')):>13.2f} "
             f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>16.1f} "
             f"{r.get('worker_largest_rss_mb', 0.0):>12.1f} {cpu_per_action_ms(r):>14.3f} "
-            f"{cpu_total_s(r) / r['elapsed_s'] if r['elapsed_s'] > 0 else float('nan'):>11.2f}"
+            f"{cpu_total_s(r) / r['elapsed_s'] if r['elapsed_s'] > 0 else float('nan'):>11.2f} "
+            f"{_steal(r.get('details', {}).get('host_steal_share', {}).get('throughput')):>11}"
         )
     jy = results.get("jobyard")
     if jy is not None:
         for name, r in results.items():
             if name != "jobyard" and r["actions_per_s"] > 0:
                 lines.append(f"jobyard / {name}: {jy['actions_per_s'] / r['actions_per_s']:.2f}x throughput")
+        steals = {name: r.get("details", {}).get("host_steal_share", {}) for name, r in results.items()}
+        known = {name: v["throughput"] for name, v in steals.items() if v.get("throughput") is not None}
+        if len(known) > 1 and max(known.values()) - min(known.values()) > STEAL_GAP:
+            # The systems run one after another: a host that took much more CPU in one system's timed phase than
+            # in another's moved their ratio by itself.
+            lines.append(
+                "the host took unequal CPU in the timed phases ("
+                + ", ".join(f"{name} {v:.1%}" for name, v in known.items())
+                + "): these ratios are the host's as much as the systems'; compare runs with even steal"
+            )
         details = jy["details"]
         per_request = details["settings"].get("submit_batch", 1)
         in_flight = details["settings"].get("submit_concurrency")
@@ -113,7 +126,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"jobyard status reads: {status['achieved_rps']:.0f}/s (target {status['target_rps']:.0f}), "
                 f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
-                f"errors {status['errors']}; {_served(status)}; CPU s meanwhile {status['cpu_s']}"
+                f"errors {status['errors']}; {_served(status)}; CPU s meanwhile {status['cpu_s']}; "
+                f"host steal {_steal(status.get('host_steal_share'))}"
             )
             machine = status.get("machine")
             if machine:
@@ -130,9 +144,15 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"jobyard status reads while a second batch runs: {busy['achieved_rps']:.0f}/s, "
                 f"p50 {busy['latency_ms']['p50']:.2f} ms, p99 {busy['latency_ms']['p99']:.2f} ms, "
                 f"errors {busy['errors']}, {busy['unfinished_share']:.0%} of reads of unfinished jobs; "
-                f"{_served(busy)}; the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s"
+                f"{_served(busy)}; the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s; "
+                f"host steal {_steal(busy.get('host_steal_share'))}"
             )
     return "\n".join(lines)
+
+
+def _steal(share: float | None) -> str:
+    """The host's share of the machine's CPU time in a phase (``benchmarks.common.HostSteal``)."""
+    return "n/a" if share is None else f"{share:.1%}"
 
 
 def _served(reads: dict[str, Any]) -> str:

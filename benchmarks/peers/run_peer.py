@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import BenchTimeout, Deadline, cpu_seconds, percentile, server_pids
+from benchmarks.common import BenchTimeout, Deadline, HostSteal, cpu_seconds, percentile, server_pids
 
 #: Directory that holds the ``benchmarks`` package; workers run from here.
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
@@ -466,6 +466,7 @@ class Result:
     worker_largest_rss_mb: float = 0.0  # the peak RSS of any one worker process
     worker_processes: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    host_steal_share: dict[str, float | None] = field(default_factory=dict)  # by phase: latency, throughput
 
     @property
     def actions(self) -> int:
@@ -493,6 +494,7 @@ class Result:
                     "submitter": round(self.client_cpu_s, 2),
                 },
                 "throughput_phase_server_cpu_s": {name: round(v, 2) for name, v in self.server_cpu_s.items()},
+                "host_steal_share": self.host_steal_share,
                 "latency_samples": self.latency_samples,
                 "worker_processes": self.worker_processes,
                 "settings": self.settings,
@@ -575,14 +577,18 @@ def run(args: argparse.Namespace) -> Result:
         fleet.start()
         sampler.start()
         wait_ready(peer, fleet, args.workers, deadline)
+        steal = HostSteal()
         lat = sorted(measure_latency(peer, args.latency_samples, args.latency_interval_ms / 1000.0, deadline))
+        result.host_steal_share["latency"] = steal.share()
         result.latency_samples = len(lat)
         result.latency_ms = {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3)}
         fleet.check_alive()
         servers = server_pids()
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         cpu_workers0, cpu_client0 = fleet.cpu_seconds(), time.process_time()
+        steal = HostSteal()
         result.elapsed_s, result.submit_s = measure_throughput(peer, args.jobs, args.actions, deadline)
+        result.host_steal_share["throughput"] = steal.share()
         result.worker_cpu_s = fleet.cpu_seconds() - cpu_workers0
         result.client_cpu_s = time.process_time() - cpu_client0
         result.server_cpu_s = {name: cpu_seconds(pids) - servers0[name] for name, pids in servers.items()}
@@ -625,6 +631,8 @@ def summary(r: Result) -> str:
         f"  peak RSS      {r.worker_peak_rss_mb:.1f} MiB over {r.worker_processes} worker processes (sum), "
         f"largest process {r.worker_largest_rss_mb:.1f} MiB",
         f"  versions      {', '.join(f'{k} {v}' for k, v in versions(r.system).items())}",
+        "  host steal    "
+        + ", ".join(f"{phase} {'n/a' if v is None else f'{v:.1%}'}" for phase, v in r.host_steal_share.items()),
     ]
     return "\n".join(lines)
 

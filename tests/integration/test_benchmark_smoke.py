@@ -51,6 +51,11 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
     assert all(v >= 0 for v in by_client.values())  # (a phase this short may round every share to 0.0 s)
     split = sum(v for k, v in by_client.items() if k != "backends_ended")
     assert split <= result["details"]["throughput_phase_server_cpu_s"]["postgresql"] + 0.05
+    # The host's share of the machine's CPU time, phase by phase (None only where the system does not count it).
+    steals = [*result["details"]["host_steal_share"].values(), result["status_reads"]["host_steal_share"],
+              busy["host_steal_share"]]  # fmt: skip
+    assert set(result["details"]["host_steal_share"]) == {"latency", "throughput"}
+    assert all(share is None or 0 <= share <= 1 for share in steals)
 
 
 def _served_total(reads: dict[str, Any]) -> int:
@@ -70,6 +75,27 @@ def test_the_report_says_how_the_api_served_the_reads() -> None:
     down = {**served, "bypassed": 5, "bypassed_share": 0.05}
     assert _served({"served": down}).endswith(", Redis bypassed 5%")
     assert _served({}) == "served: unknown"  # a result saved before the count was taken
+
+
+def test_the_hosts_steal_is_its_share_of_all_cpu_time_since_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    import psutil
+    from benchmarks.common import HostSteal
+
+    linux = namedtuple("linux", "user nice system idle iowait irq softirq steal guest guest_nice")
+    readings = iter(
+        [
+            linux(100, 0, 50, 800, 0, 0, 0, 50, 30, 0),  # guest time is inside user time already: not counted twice
+            linux(170, 0, 80, 870, 0, 0, 0, 80, 40, 0),  # +200 s of CPU time in all, 30 of it taken by the host
+        ]
+    )
+    monkeypatch.setattr(psutil, "cpu_times", lambda: next(readings))
+    assert HostSteal().share() == 0.15
+
+    other = namedtuple("other", "user nice system idle")  # a system that does not count steal
+    monkeypatch.setattr(psutil, "cpu_times", lambda: other(1, 0, 1, 10))
+    assert HostSteal().share() is None
 
 
 def test_reads_are_set_beside_the_slow_moments_the_probe_found() -> None:
@@ -221,8 +247,30 @@ def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_
     }  # fmt: skip
     assert cpu_total_s(peer) == 3.0 and cpu_per_action_ms(peer) == 3.0  # 3 CPU-s over 1,000 actions
     row = next(line for line in table({"dramatiq": peer}).splitlines() if line.startswith("dramatiq"))
-    assert row.split()[-2:] == ["3.000", "1.50"]  # CPU ms per action, cores busy (3 CPU-s in 2 s)
+    # CPU ms per action, cores busy (3 CPU-s in 2 s), the host's steal (a result from before it was counted)
+    assert row.split()[-3:] == ["3.000", "1.50", "n/a"]
+    peer["details"]["host_steal_share"] = {"latency": 0.0, "throughput": 0.125}
+    row = next(line for line in table({"dramatiq": peer}).splitlines() if line.startswith("dramatiq"))
+    assert row.split()[-1] == "12.5%"
     assert cpu_total_s({"details": {}}) == 0.0  # a result from before the servers were counted
+
+
+def test_the_side_by_side_table_warns_when_the_host_took_unequal_cpu_from_the_systems() -> None:
+    from benchmarks.run import table
+
+    def result(steal: float | None) -> dict[str, Any]:
+        return {
+            "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
+            "details": {"settings": {"submit_batch": 1, "submit_concurrency": 8}, "submit_s": 1.0,
+                        "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
+                        "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0},
+                        "host_steal_share": {"latency": 0.0, "throughput": steal}},
+        }  # fmt: skip
+
+    warning = "the host took unequal CPU in the timed phases (jobyard 1.0%, dramatiq 12.5%)"
+    assert warning in table({"jobyard": result(0.01), "dramatiq": result(0.125)})
+    assert "unequal" not in table({"jobyard": result(0.09), "dramatiq": result(0.125)})  # within 5 points
+    assert "unequal" not in table({"jobyard": result(None), "dramatiq": result(0.125)})  # nothing to compare
 
 
 def test_the_side_by_side_table_says_how_jobyard_was_submitted_to_and_when_submitting_ended() -> None:
