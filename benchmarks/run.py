@@ -78,15 +78,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>16.1f} "
             f"{r.get('worker_largest_rss_mb', 0.0):>12.1f} {cpu_per_action_ms(r):>14.3f} "
             f"{cpu_total_s(r) / r['elapsed_s'] if r['elapsed_s'] > 0 else float('nan'):>11.2f} "
-            f"{_steal(r.get('details', {}).get('host_steal_share', {}).get('throughput')):>11}"
+            f"{_steal(timed_steal(r)):>11}"
         )
     jy = results.get("jobyard")
     if jy is not None:
         for name, r in results.items():
             if name != "jobyard" and r["actions_per_s"] > 0:
                 lines.append(f"jobyard / {name}: {jy['actions_per_s'] / r['actions_per_s']:.2f}x throughput")
-        steals = {name: r.get("details", {}).get("host_steal_share", {}) for name, r in results.items()}
-        known = {name: v["throughput"] for name, v in steals.items() if v.get("throughput") is not None}
+        known = {name: v for name, r in results.items() if (v := timed_steal(r)) is not None}
         if len(known) > 1 and max(known.values()) - min(known.values()) > STEAL_GAP:
             # The systems run one after another: a host that took much more CPU in one system's timed phase than
             # in another's moved their ratio by itself.
@@ -148,6 +147,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"host steal {_steal(busy.get('host_steal_share'))}"
             )
     return "\n".join(lines)
+
+
+def timed_steal(r: dict[str, Any]) -> float | None:
+    """The host's steal in a system's timed phase; None for a result from before it was counted."""
+    share: float | None = r.get("details", {}).get("host_steal_share", {}).get("throughput")
+    return share
 
 
 def _steal(share: float | None) -> str:
