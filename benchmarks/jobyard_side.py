@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from benchmarks.common import BenchTimeout, Deadline, HostSteal, RssPeaks, cpu_seconds, p50_p99, server_pids
 from benchmarks.machine_probe import share_after_slow_cpu
@@ -147,6 +149,7 @@ class JobyardBench:
         self.db_url = _with_database(cfg.pg_admin_url, self.db_name)
         self.queue_prefix = f"{cfg.queue_prefix}-{self.run_id}"
         self.ports = [_free_port() for _ in range(max(1, cfg.api_processes))]
+        self.worker_metric_ports = [_free_port() for _ in range(cfg.workers)]  # their batches (``batching``)
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
         env.update(
             JOBYARD_DATABASE_URL=self.db_url,
@@ -181,8 +184,8 @@ class JobyardBench:
         for i, port in enumerate(self.ports):  # one process is "api" (profile files keep their names), more "api-N"
             self.procs.start("api" if len(self.ports) == 1 else f"api-{i}", "api", "--port", str(port))
         self.procs.start("relay", "relay")
-        for i in range(self.cfg.workers):
-            self.procs.start(f"worker-{i}", "worker")
+        for i, port in enumerate(self.worker_metric_ports):
+            self.procs.start(f"worker-{i}", "worker", "--metrics-port", str(port))
         self.db = await asyncpg.connect(self.db_url)
         await self._wait_ready()
 
@@ -340,18 +343,47 @@ class JobyardBench:
             self.deadline.remaining()
             await asyncio.sleep(poll)
 
-    async def cache_reads(self) -> dict[str, int]:
-        """The API processes' cached reads so far, by how each was served (``jobyard_cache_requests`` on
-        ``/metrics``): from the process's own copy, from Redis, recomputed from the store, or Redis bypassed."""
-        counts = {"local_hits": 0, "hits": 0, "misses": 0, "bypassed": 0}
+    async def _api_samples(self) -> list[Sample]:
+        """Every sample on the API processes' ``/metrics``."""
+        samples: list[Sample] = []
         for pool in self.api_pools:
             status, body = await pool.request("GET", "/metrics")
             if status != 200:
                 raise RuntimeError(f"GET /metrics answered {status}")
-            for family in text_string_to_metric_families(body.decode()):
-                for sample in family.samples:
-                    if sample.name == "jobyard_cache_requests_total" and sample.labels.get("result") in counts:
-                        counts[sample.labels["result"]] += int(sample.value)
+            samples += [s for family in text_string_to_metric_families(body.decode()) for s in family.samples]
+        return samples
+
+    async def cache_reads(self) -> dict[str, int]:
+        """The API processes' cached reads so far, by how each was served (``jobyard_cache_requests`` on
+        ``/metrics``): from the process's own copy, from Redis, recomputed from the store, or Redis bypassed."""
+        counts = {"local_hits": 0, "hits": 0, "misses": 0, "bypassed": 0}
+        for sample in await self._api_samples():
+            if sample.name == "jobyard_cache_requests_total" and sample.labels.get("result") in counts:
+                counts[sample.labels["result"]] += int(sample.value)
+        return counts
+
+    async def batching(self) -> dict[str, float]:
+        """The batching so far, from the processes' metrics: the API's submit statements and the jobs they stored
+        (``jobyard_submit_statements``), the workers' claim and completion rounds and the actions in them
+        (``jobyard_worker_batch_actions``)."""
+        # (metric sample, its "stage" label or "") → the count it adds to
+        wanted = {
+            ("jobyard_submit_statements_total", ""): "submit_statements",
+            ("jobyard_submit_statement_jobs_total", ""): "submit_jobs",
+            ("jobyard_worker_batch_actions_count", "claim"): "claim_rounds",
+            ("jobyard_worker_batch_actions_sum", "claim"): "claimed",
+            ("jobyard_worker_batch_actions_count", "complete"): "complete_rounds",
+            ("jobyard_worker_batch_actions_sum", "complete"): "completed",
+        }
+        samples = await self._api_samples()
+        for port in self.worker_metric_ports:
+            text = await asyncio.to_thread(_get_text, f"http://127.0.0.1:{port}/metrics")
+            samples += [s for family in text_string_to_metric_families(text) for s in family.samples]
+        counts = dict.fromkeys(wanted.values(), 0.0)
+        for sample in samples:
+            key = wanted.get((sample.name, sample.labels.get("stage", "")))
+            if key is not None:
+                counts[key] += sample.value
         return counts
 
     # --- phases ----------------------------------------------------------------------------------------
@@ -403,6 +435,7 @@ class JobyardBench:
         backend_cpu0 = {pid: cpu_seconds([pid]) for pid in backends0}
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
+        batching0 = await self.batching()
         client0 = time.process_time()
         profilers = self._start_profilers() if cfg.profile_dir else []
         steal = HostSteal()
@@ -427,6 +460,7 @@ class JobyardBench:
             by_client[client] += cpu_seconds([pid]) - backend_cpu0.get(pid, 0.0)
         postgresql = {client: round(seconds, 2) for client, seconds in by_client.items()}
         postgresql["backends_ended"] = len(set(backends0) - set(backends))
+        batched = {key: value - batching0[key] for key, value in (await self.batching()).items()}
         self.throughput_job_ids = ids
         return {
             "elapsed_s": elapsed,
@@ -435,6 +469,12 @@ class JobyardBench:
             "server_cpu_s": server_cpu,
             "postgresql_by_client_s": postgresql,
             "host_steal_share": host_steal,
+            "batches": {
+                "jobs_per_submit_statement": _ratio(batched["submit_jobs"], batched["submit_statements"]),
+                "actions_per_claim": _ratio(batched["claimed"], batched["claim_rounds"]),
+                "actions_per_completion": _ratio(batched["completed"], batched["complete_rounds"]),
+                "counts": {key: int(value) for key, value in batched.items()},
+            },
         }
 
     def _start_profilers(self, phase: str = "throughput", only: str = "") -> list[subprocess.Popen[bytes]]:
@@ -651,6 +691,15 @@ def _served_since(before: dict[str, int], after: dict[str, int]) -> dict[str, fl
     return {**counts, **shares}
 
 
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:  # a loopback URL of our own
+        return str(response.read().decode())
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 1) if whole > 0 else None
+
+
 def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
     for profiler in profilers:
         profiler.send_signal(signal.SIGINT)
@@ -709,6 +758,9 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
             "throughput_phase_cpu_s": throughput["cpu_s"],
             "throughput_phase_server_cpu_s": throughput["server_cpu_s"],
             "throughput_phase_postgresql_by_client_s": throughput["postgresql_by_client_s"],
+            # How many jobs each submit statement stored, and actions each worker's claim and completion carried,
+            # in the timed phase (from the processes' own metrics; None where there was none).
+            "throughput_phase_batches": throughput["batches"],
             # The host's share of the machine's CPU time in each phase (benchmarks.common.HostSteal).
             "host_steal_share": {"latency": latency_steal, "throughput": throughput["host_steal_share"]},
             "latency_samples": len(latency),

@@ -108,6 +108,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"jobyard submissions: {how}, {in_flight} in flight; all accepted at {details['submit_s']:.2f} s "
             f"of {jy['elapsed_s']:.2f} s"
         )
+        batches = details.get("throughput_phase_batches")
+        if batches:
+            lines.append(
+                f"jobyard batches in the timed phase: {_per(batches['jobs_per_submit_statement'])} jobs a submit "
+                f"statement, {_per(batches['actions_per_claim'])} actions a claim, "
+                f"{_per(batches['actions_per_completion'])} a completion"
+            )
         rss = details["peak_rss_mb"]
         apis = details["settings"].get("api_processes", 1)
         api_rss = f"{rss['api']} (all {apis})" if apis > 1 else f"{rss['api']}"
@@ -158,6 +165,11 @@ def timed_steal(r: dict[str, Any]) -> float | None:
 def _steal(share: float | None) -> str:
     """The host's share of the machine's CPU time in a phase (``benchmarks.common.HostSteal``)."""
     return "n/a" if share is None else f"{share:.1%}"
+
+
+def _per(mean: float | None) -> str:
+    """A mean batch size, or "n/a" where there was no batch of that kind (SQLite stores submissions one by one)."""
+    return "n/a" if mean is None else f"{mean:g}"
 
 
 def _served(reads: dict[str, Any]) -> str:

@@ -105,6 +105,7 @@ async def stack(settings: Settings, yard: Yard, *, workers: int = 1, kv: Any = N
                 events=runtime.events,
                 yard=yard,
                 worker_id=f"test-worker-{i}",
+                metrics=runtime.metrics,  # as `jobyard worker` and `jobyard dev` do: /metrics shows the workers' too
             )
             await worker.start()
             started.append(worker)

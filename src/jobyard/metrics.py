@@ -25,10 +25,12 @@ log = logging.getLogger("jobyard.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class Metrics:
-    """The metrics one process records itself (workers: action durations; relays: events, webhooks, pruning)."""
+    """The metrics one process records itself (workers: action durations and batches; relays: events, webhooks,
+    pruning)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -37,6 +39,14 @@ class Metrics:
             "Time one attempt of an action took in its handler, by action type and outcome",
             ["type", "outcome"],
             buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.worker_batch = Histogram(
+            "jobyard_worker_batch_actions",
+            "Actions a worker claimed (stage=claim) or recorded as finished (stage=complete) together, in one "
+            "round of store statements: under load a worker batches, and per action each round's cost shrinks",
+            ["stage"],
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.events_published = Counter(

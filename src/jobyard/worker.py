@@ -161,6 +161,9 @@ class Worker:
         self._stopping = False
         self.processed = 0
         self._durations: dict[tuple[str, str], Any] = {}  # action_duration's children by (type, outcome)
+        # worker_batch's children, looked up once: observed once per batch, never per action
+        self._claim_sizes = metrics.worker_batch.labels("claim") if metrics is not None else None
+        self._complete_sizes = metrics.worker_batch.labels("complete") if metrics is not None else None
         self._presence = PresenceBeacon(events.kv, self.worker_id, settings.presence_interval, self._describe)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -256,6 +259,8 @@ class Worker:
                     self._free.release()
                 raise
             last_at, last_size = time.monotonic(), len(batch)
+            if self._claim_sizes is not None:
+                self._claim_sizes.observe(len(batch))
             async with self._claim_lock:  # stop() waits for a claim in flight, so nothing claimed is left behind
                 try:
                     await self._claim_and_run(batch)
@@ -529,6 +534,8 @@ class Worker:
             try:
                 await self._gather_finished(batch, batch_max, self._gather_until(last_at, last_size, behind))
                 last_at, last_size = time.monotonic(), len(batch)
+                if self._complete_sizes is not None:
+                    self._complete_sizes.observe(len(batch))
                 await self._complete(batch)
             except Exception:  # never let one bad batch stop the loop (stop() waits on it): the lease reaper
                 # returns whatever this batch did not record, the broker redelivers what it did not ack
@@ -715,6 +722,8 @@ class Worker:
                         lease=self.settings.lease_seconds,
                         defer=_concurrency_wait,
                     )
+                    if claimed and self._claim_sizes is not None:
+                        self._claim_sizes.observe(len(claimed))
                     for action in claimed:
                         await self._free.acquire()
                         self._launch(action, None)

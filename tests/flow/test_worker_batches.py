@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from jobyard.errors import BrokerUnavailable
 from jobyard.sdk import Yard
 from tests.harness import Stack, stack
 
@@ -79,6 +80,21 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def _batches(metrics: str, stage: str) -> dict[str, float]:
+    """``jobyard_worker_batch_actions`` for one stage: its count, its sum and three of its buckets."""
+    wanted = {"_count": "count", "_sum": "sum", '_bucket{le="5.0",': "le_5", '_bucket{le="10.0",': "le_10"}
+    wanted['_bucket{le="20.0",'] = "le_20"
+    found: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if not line.startswith("jobyard_worker_batch_actions") or f'stage="{stage}"' not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        for part, key in wanted.items():
+            if name.startswith("jobyard_worker_batch_actions" + part):
+                found[key] = float(value)
+    return found
+
+
 def _noops(count: int, tag: str) -> list[dict[str, Any]]:
     return [{"type": "t.noop", "payload": f"{tag}{i}"} for i in range(count)]
 
@@ -98,10 +114,13 @@ async def test_a_busy_worker_that_is_behind_gathers_what_arrives_within_the_inte
         assert len(claims) == 1
         third = await s.submit(_noops(10, "c"))
         finals = [await s.wait(job_id) for job_id in (first, second, third)]
+        metrics = (await s.http.get("/metrics")).text
     assert all(f["status"] == "succeeded" for f in finals)
     assert [size for _, size in claims] == [10, 20]  # the two later jobs went out together
     assert claims[1][0] - claims[0][0] >= 0.95  # ... once the interval after the first claim had passed
     assert [size for _, size in completions] == [10, 20]
+    for stage in ("claim", "complete"):  # what an operator sees of it on /metrics: two batches of 10 and 20
+        assert _batches(metrics, stage) == {"count": 2.0, "sum": 30.0, "le_5": 0.0, "le_10": 1.0, "le_20": 2.0}
 
 
 async def test_a_busy_worker_that_keeps_up_does_not_wait(make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,3 +208,33 @@ async def test_a_worker_stopped_while_gathering_hands_the_batch_back_and_keeps_i
     assert final["status"] == later["status"] == "succeeded"
     assert sum(size for _, size in claims) == 23
     assert claims[-1][1] == 10  # all ten slots were free again for the last job
+
+
+async def test_claims_from_the_store_while_the_broker_is_down_count_as_claim_batches(make_settings: Any) -> None:
+    async with stack(make_settings(outbox_hold=30.0, poll_interval=0.05), yard) as s:
+        handoff = s.runtime.handoff
+        assert handoff is not None
+        worker = s.workers[0]
+        real = worker.broker
+
+        class Refusing:
+            connected = True
+
+            async def publish(self, messages: Any) -> None:
+                raise BrokerUnavailable("refused for this test")
+
+        class Down:  # what the worker sees of a broker it lost: it claims due actions from the store
+            connected = False
+
+        handoff.broker = Refusing()  # type: ignore[assignment]  # the relay holds the rows for 30 s
+        worker.broker = Down()  # type: ignore[assignment]
+        try:
+            final = await s.wait(await s.submit(_noops(3, "polled")))
+        finally:
+            worker.broker = real
+            handoff.broker = real
+        metrics = (await s.http.get("/metrics")).text
+    assert final["status"] == "succeeded"
+    claimed = _batches(metrics, "claim")
+    assert claimed["sum"] == 3.0 and 1.0 <= claimed["count"] <= 3.0
+    assert _batches(metrics, "complete")["sum"] == 3.0

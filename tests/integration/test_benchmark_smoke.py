@@ -56,6 +56,12 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
               busy["host_steal_share"]]  # fmt: skip
     assert set(result["details"]["host_steal_share"]) == {"latency", "throughput"}
     assert all(share is None or 0 <= share <= 1 for share in steals)
+    # The batching in the timed phase alone, from the API's and the workers' metrics: its 6 jobs, its 18 actions.
+    batches = result["details"]["throughput_phase_batches"]
+    counts = batches["counts"]
+    assert counts["submit_jobs"] == 6 and 1 <= counts["submit_statements"] <= 6
+    assert counts["completed"] == 18 and counts["claimed"] >= 18  # (a duplicate delivery is claimed in vain)
+    assert 1 <= batches["jobs_per_submit_statement"] <= 6 and 1 <= batches["actions_per_completion"] <= 18
 
 
 def _served_total(reads: dict[str, Any]) -> int:
@@ -112,6 +118,8 @@ def test_the_jobyard_benchmark_can_submit_in_batches_including_a_last_partial_on
     result = run_jobyard(config)
     assert result["verified"] == {"actions": 14, "recorded": 14, "jobs_succeeded": 7}
     assert result["details"]["settings"]["submit_batch"] == 3
+    batches = result["details"]["throughput_phase_batches"]  # three requests: three statements at most
+    assert batches["counts"]["submit_jobs"] == 7 and batches["jobs_per_submit_statement"] >= 2.3
 
 
 def test_the_jobyard_benchmark_spreads_requests_over_several_api_processes() -> None:
@@ -291,3 +299,21 @@ def test_the_side_by_side_table_says_how_jobyard_was_submitted_to_and_when_submi
         "jobyard submissions: one job a request (POST /api/jobs), 8 in flight; all accepted at 1.96 s of 2.00 s"
     )
     assert line(jobyard(20, 0.5)).startswith("jobyard submissions: 20 jobs a request (POST /api/jobs:batch), 8 in")
+
+
+def test_the_side_by_side_table_says_how_large_jobyards_batches_were() -> None:
+    from benchmarks.run import table
+
+    details: dict[str, Any] = {
+        "settings": {"submit_batch": 1, "submit_concurrency": 8}, "submit_s": 1.0, "throughput_phase_cpu_s": {},
+        "throughput_phase_server_cpu_s": {}, "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0,
+                                                             "largest_worker": 1.0},
+    }  # fmt: skip
+    result = {"jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {}}
+    assert "batches" not in table({"jobyard": {**result, "details": details}})  # a result from before they were read
+    details["throughput_phase_batches"] = {
+        "jobs_per_submit_statement": None, "actions_per_claim": 34.1, "actions_per_completion": 36.0,
+    }  # fmt: skip
+    assert "jobyard batches in the timed phase: n/a jobs a submit statement, 34.1 actions a claim, 36 a completion" in (
+        table({"jobyard": {**result, "details": details}})
+    )
