@@ -9,15 +9,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import psutil
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTED = time.strftime("%Y-%m-%d %H:%M:%S %z")  # when a benchmark's process imported this module: its start
 
 
@@ -142,6 +146,44 @@ class HostSteal:
             return None
         total = now[1] - self._start[1]
         return round((now[0] - self._start[0]) / total, 4) if total > 0 else 0.0
+
+
+class CpuProbe:
+    """How fast the CPU ran during a phase: ``benchmarks.machine_probe``'s fixed unit of pure Python, timed in its
+    own CPU time every 10 ms (about 2 % of one core) by a process of its own, from ``start()`` to ``stop()``.
+
+    A virtual machine's CPU can run slower without any steal counted (the host's other work on the same core or its
+    caches, its clock): each unit of work then costs every process more CPU time. ``stop()`` returns the unit's
+    median in ms (None if the probe failed), the same for every system, so two systems' phases can be compared.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CpuProbe:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.machine_probe", "--until-eof"],
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        return self
+
+    def stop(self) -> float | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        try:
+            out, _ = proc.communicate(input=b"", timeout=10)  # closes its input: it reports and exits
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+        if proc.returncode != 0 or not out.strip():
+            return None
+        median = json.loads(out.strip().splitlines()[-1]).get("median_ms")
+        return None if median is None else float(median)
 
 
 def _steal_and_total() -> tuple[float, float] | None:

@@ -30,11 +30,20 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from benchmarks.common import BenchTimeout, Deadline, HostSteal, RssPeaks, cpu_seconds, p50_p99, server_pids
+from benchmarks.common import (
+    REPO_ROOT,
+    BenchTimeout,
+    CpuProbe,
+    Deadline,
+    HostSteal,
+    RssPeaks,
+    cpu_seconds,
+    p50_p99,
+    server_pids,
+)
 from benchmarks.machine_probe import share_after_slow_cpu
 from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("succeeded", "failed", "cancelled")
 QUEUE = "bench"
 
@@ -439,6 +448,7 @@ class JobyardBench:
         client0 = time.process_time()
         profilers = self._start_profilers() if cfg.profile_dir else []
         steal = HostSteal()
+        speed = CpuProbe().start()
         t0 = time.perf_counter()
         submitted: list[str] = []
         submitting = asyncio.create_task(self.submit_many("bench-throughput", jobs, submitted))
@@ -448,6 +458,7 @@ class JobyardBench:
         await waiting
         elapsed = time.perf_counter() - t0
         host_steal = steal.share()
+        cpu_unit_ms = speed.stop()
         _stop_profilers(profilers)
         cpu = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu["client"] = round(time.process_time() - client0, 2)
@@ -469,6 +480,7 @@ class JobyardBench:
             "server_cpu_s": server_cpu,
             "postgresql_by_client_s": postgresql,
             "host_steal_share": host_steal,
+            "cpu_unit_ms": cpu_unit_ms,
             "batches": {
                 "jobs_per_submit_statement": _ratio(batched["submit_jobs"], batched["submit_statements"]),
                 "actions_per_claim": _ratio(batched["claimed"], batched["claim_rounds"]),
@@ -763,6 +775,9 @@ async def run_jobyard_async(cfg: JobyardConfig) -> dict[str, Any]:
             "throughput_phase_batches": throughput["batches"],
             # The host's share of the machine's CPU time in each phase (benchmarks.common.HostSteal).
             "host_steal_share": {"latency": latency_steal, "throughput": throughput["host_steal_share"]},
+            # How fast the CPU ran in the timed phase: the median CPU time of a fixed unit of work, ms
+            # (benchmarks.common.CpuProbe; the same for every system).
+            "cpu_unit_ms": {"throughput": throughput["cpu_unit_ms"]},
             "latency_samples": len(latency),
             "peak_rss_mb": {
                 "api": round(sampler.peak_sum.get("api", 0) / mib, 1),

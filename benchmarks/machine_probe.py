@@ -9,7 +9,13 @@ virtual machine means the host took the core (or its caches) back without the gu
 development machine's host does that in bursts of tens of milliseconds, even when the machine is idle, and every
 process in a burst runs several times slower: a status read that takes 0.4 ms of CPU then takes a few milliseconds,
 the reads queue behind it, and the phase's p99 is the burst's. Printed as one JSON object: units run, how many were
-slow, the time they took beyond the baseline, the worst one.
+slow, the time they took beyond the baseline, the worst one, and the median.
+
+    python -m benchmarks.machine_probe --until-eof
+
+runs until its standard input is closed (``benchmarks.common.CpuProbe``: one system's timed phase). Its median says
+how fast the CPU ran meanwhile: on the development machine the same unit's median moved by a third from one minute
+to the next with no steal counted, and every process's CPU time per unit of work with it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import statistics
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,13 +47,19 @@ def _timed_unit() -> float:
     return time.thread_time() - start
 
 
-def probe(seconds: float, interval: float = 0.01, slow_factor: float = 3.0) -> dict[str, Any]:
+def probe(
+    seconds: float, interval: float = 0.01, slow_factor: float = 3.0, until: threading.Event | None = None
+) -> dict[str, Any]:
+    """Time the unit every ``interval`` seconds for ``seconds``, or until ``until`` is set when given (at least
+    once: a phase shorter than the probe's own start still gets a figure)."""
     took: list[float] = []
     started: list[float] = []
     deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    while True:
         started.append(time.time())
         took.append(_timed_unit())
+        if until.is_set() if until is not None else time.perf_counter() >= deadline:
+            break
         time.sleep(interval)
     baseline = min(took, default=0.0)  # the unit never changes: its fastest run is what the machine can do
     slow = [(at, t) for at, t in zip(started, took, strict=True) if t > slow_factor * baseline]
@@ -55,6 +70,7 @@ def probe(seconds: float, interval: float = 0.01, slow_factor: float = 3.0) -> d
         "slow_factor": slow_factor,
         "extra_ms": round(sum(t - baseline for _, t in slow) * 1000, 1),
         "worst_ms": round(max(took, default=0.0) * 1000, 2),
+        "median_ms": round(statistics.median(took) * 1000, 4) if took else None,
         "slow_at": [round(at, 4) for at, _ in slow],
     }
 
@@ -77,12 +93,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--interval", type=float, default=0.01, help="seconds between units")
     p.add_argument("--slow-factor", type=float, default=3.0, help="a unit this many times its baseline is slow")
+    p.add_argument("--until-eof", action="store_true", help="run until standard input is closed (not --seconds)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    print(json.dumps(probe(args.seconds, args.interval, args.slow_factor)))
+    until = None
+    if args.until_eof:
+        until = threading.Event()
+
+        def watch() -> None:
+            sys.stdin.buffer.read()  # returns at end of file: the caller closed our input
+            until.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+    print(json.dumps(probe(args.seconds, args.interval, args.slow_factor, until)))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from benchmarks.jobyard_side import REPO_ROOT, JobyardConfig, run_jobyard
 SYSTEMS = ("jobyard", "dramatiq", "celery")
 #: A difference in the host's steal between two systems' timed phases beyond which the table says so (a share).
 STEAL_GAP = 0.05
+#: Above this ratio between two systems' timed phases in the probe unit's median CPU time, the table warns.
+SPEED_GAP = 1.15
 
 
 def run_peer(system: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -68,7 +70,8 @@ def run_jobyard_side(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'system':<10} {'actions/s':>10} {'elapsed s':>10} {'start p50 ms':>13} {'start p99 ms':>13} "
-        f"{'workers RSS MiB':>16} {'largest MiB':>12} {'CPU ms/action':>14} {'cores busy':>11} {'host steal':>11}"
+        f"{'workers RSS MiB':>16} {'largest MiB':>12} {'CPU ms/action':>14} {'cores busy':>11} {'host steal':>11} "
+        f"{'CPU unit ms':>12}"
     )
     lines = [head, "-" * len(head)]
     for name, r in results.items():
@@ -78,7 +81,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>16.1f} "
             f"{r.get('worker_largest_rss_mb', 0.0):>12.1f} {cpu_per_action_ms(r):>14.3f} "
             f"{cpu_total_s(r) / r['elapsed_s'] if r['elapsed_s'] > 0 else float('nan'):>11.2f} "
-            f"{_steal(timed_steal(r)):>11}"
+            f"{_steal(timed_steal(r)):>11} {_unit(timed_unit(r)):>12}"
         )
     jy = results.get("jobyard")
     if jy is not None:
@@ -93,6 +96,15 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 "the host took unequal CPU in the timed phases ("
                 + ", ".join(f"{name} {v:.1%}" for name, v in known.items())
                 + "): these ratios are the host's as much as the systems'; compare runs with even steal"
+            )
+        units = {name: v for name, r in results.items() if (v := timed_unit(r)) is not None}
+        if len(units) > 1 and max(units.values()) > SPEED_GAP * min(units.values()):
+            # A slower CPU (with or without steal) makes every process's work cost more CPU time: the system timed
+            # while it was slow loses by that much.
+            lines.append(
+                "the CPU ran at unequal speeds in the timed phases (a fixed unit of work took "
+                + ", ".join(f"{name} {v:.3f} ms" for name, v in units.items())
+                + " at the median): these ratios move with it; compare runs with even speeds"
             )
         details = jy["details"]
         per_request = details["settings"].get("submit_batch", 1)
@@ -160,6 +172,17 @@ def timed_steal(r: dict[str, Any]) -> float | None:
     """The host's steal in a system's timed phase; None for a result from before it was counted."""
     share: float | None = r.get("details", {}).get("host_steal_share", {}).get("throughput")
     return share
+
+
+def timed_unit(r: dict[str, Any]) -> float | None:
+    """The probe unit's median CPU time in a system's timed phase (``benchmarks.common.CpuProbe``), ms; None for a
+    result from before it was measured, or if the probe failed."""
+    unit: float | None = r.get("details", {}).get("cpu_unit_ms", {}).get("throughput")
+    return unit
+
+
+def _unit(ms: float | None) -> str:
+    return "n/a" if ms is None else f"{ms:.3f}"
 
 
 def _steal(share: float | None) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import BenchTimeout, Deadline, HostSteal, cpu_seconds, percentile, server_pids
+from benchmarks.common import BenchTimeout, CpuProbe, Deadline, HostSteal, cpu_seconds, percentile, server_pids
 
 #: Directory that holds the ``benchmarks`` package; workers run from here.
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
@@ -467,6 +467,7 @@ class Result:
     worker_processes: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     host_steal_share: dict[str, float | None] = field(default_factory=dict)  # by phase: latency, throughput
+    cpu_unit_ms: dict[str, float | None] = field(default_factory=dict)  # by phase: the CPU's speed (CpuProbe)
 
     @property
     def actions(self) -> int:
@@ -495,6 +496,7 @@ class Result:
                 },
                 "throughput_phase_server_cpu_s": {name: round(v, 2) for name, v in self.server_cpu_s.items()},
                 "host_steal_share": self.host_steal_share,
+                "cpu_unit_ms": self.cpu_unit_ms,
                 "latency_samples": self.latency_samples,
                 "worker_processes": self.worker_processes,
                 "settings": self.settings,
@@ -587,8 +589,10 @@ def run(args: argparse.Namespace) -> Result:
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         cpu_workers0, cpu_client0 = fleet.cpu_seconds(), time.process_time()
         steal = HostSteal()
+        speed = CpuProbe().start()
         result.elapsed_s, result.submit_s = measure_throughput(peer, args.jobs, args.actions, deadline)
         result.host_steal_share["throughput"] = steal.share()
+        result.cpu_unit_ms["throughput"] = speed.stop()
         result.worker_cpu_s = fleet.cpu_seconds() - cpu_workers0
         result.client_cpu_s = time.process_time() - cpu_client0
         result.server_cpu_s = {name: cpu_seconds(pids) - servers0[name] for name, pids in servers.items()}
@@ -633,6 +637,8 @@ def summary(r: Result) -> str:
         f"  versions      {', '.join(f'{k} {v}' for k, v in versions(r.system).items())}",
         "  host steal    "
         + ", ".join(f"{phase} {'n/a' if v is None else f'{v:.1%}'}" for phase, v in r.host_steal_share.items()),
+        "  CPU unit      "
+        + ", ".join(f"{phase} {'n/a' if v is None else f'{v:.3f} ms'}" for phase, v in r.cpu_unit_ms.items()),
     ]
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -56,6 +57,7 @@ def test_the_jobyard_benchmark_runs_the_real_processes_and_reports_its_numbers()
               busy["host_steal_share"]]  # fmt: skip
     assert set(result["details"]["host_steal_share"]) == {"latency", "throughput"}
     assert all(share is None or 0 <= share <= 1 for share in steals)
+    assert result["details"]["cpu_unit_ms"]["throughput"] > 0  # the CPU's speed in the timed phase
     # The batching in the timed phase alone, from the API's and the workers' metrics: its 6 jobs, its 18 actions.
     batches = result["details"]["throughput_phase_batches"]
     counts = batches["counts"]
@@ -255,11 +257,12 @@ def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_
     }  # fmt: skip
     assert cpu_total_s(peer) == 3.0 and cpu_per_action_ms(peer) == 3.0  # 3 CPU-s over 1,000 actions
     row = next(line for line in table({"dramatiq": peer}).splitlines() if line.startswith("dramatiq"))
-    # CPU ms per action, cores busy (3 CPU-s in 2 s), the host's steal (a result from before it was counted)
-    assert row.split()[-3:] == ["3.000", "1.50", "n/a"]
+    # CPU ms per action, cores busy (3 CPU-s in 2 s), the host's steal and the CPU's speed (a result from before
+    # they were measured)
+    assert row.split()[-4:] == ["3.000", "1.50", "n/a", "n/a"]
     peer["details"]["host_steal_share"] = {"latency": 0.0, "throughput": 0.125}
     row = next(line for line in table({"dramatiq": peer}).splitlines() if line.startswith("dramatiq"))
-    assert row.split()[-1] == "12.5%"
+    assert row.split()[-2] == "12.5%"
     assert cpu_total_s({"details": {}}) == 0.0  # a result from before the servers were counted
 
 
@@ -317,3 +320,33 @@ def test_the_side_by_side_table_says_how_large_jobyards_batches_were() -> None:
     assert "jobyard batches in the timed phase: n/a jobs a submit statement, 34.1 actions a claim, 36 a completion" in (
         table({"jobyard": {**result, "details": details}})
     )
+
+
+def test_the_cpu_probe_times_its_unit_until_stopped() -> None:
+    from benchmarks.common import CpuProbe
+
+    probe = CpuProbe().start()
+    time.sleep(0.3)
+    median = probe.stop()
+    assert median is not None and 0 < median < 100  # ms of CPU time for a fixed unit, whatever the machine
+    assert probe.stop() is None  # stopped already: nothing more to report
+
+
+def test_the_side_by_side_table_warns_when_the_cpu_ran_at_unequal_speeds() -> None:
+    from benchmarks.run import table
+
+    def result(unit_ms: float | None) -> dict[str, Any]:
+        return {
+            "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
+            "details": {"settings": {"submit_batch": 1, "submit_concurrency": 8}, "submit_s": 1.0,
+                        "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
+                        "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0},
+                        "cpu_unit_ms": {"throughput": unit_ms}},
+        }  # fmt: skip
+
+    report = table({"jobyard": result(0.3), "dramatiq": result(0.4)})
+    assert next(x for x in report.splitlines() if x.startswith("jobyard ")).split()[-1] == "0.300"
+    warning = "the CPU ran at unequal speeds in the timed phases (a fixed unit of work took jobyard 0.300 ms, dramatiq"
+    assert warning + " 0.400 ms at the median)" in report
+    assert "unequal speeds" not in table({"jobyard": result(0.3), "dramatiq": result(0.34)})  # within 15 %
+    assert "unequal speeds" not in table({"jobyard": result(0.3), "dramatiq": result(None)})  # nothing to compare
