@@ -266,17 +266,21 @@ def test_the_side_by_side_table_counts_every_process_and_server_in_each_systems_
     assert cpu_total_s({"details": {}}) == 0.0  # a result from before the servers were counted
 
 
+def _reported(**details: Any) -> dict[str, Any]:
+    """A result as the table reads it: 1,000 actions in 2 s, one job a request, with ``details`` on top."""
+    return {
+        "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
+        "details": {"settings": {"submit_batch": 1, "submit_concurrency": 8, "api_processes": 1}, "submit_s": 1.0,
+                    "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
+                    "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0}, **details},
+    }  # fmt: skip
+
+
 def test_the_side_by_side_table_warns_when_the_host_took_unequal_cpu_from_the_systems() -> None:
     from benchmarks.run import table
 
     def result(steal: float | None) -> dict[str, Any]:
-        return {
-            "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
-            "details": {"settings": {"submit_batch": 1, "submit_concurrency": 8}, "submit_s": 1.0,
-                        "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
-                        "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0},
-                        "host_steal_share": {"latency": 0.0, "throughput": steal}},
-        }  # fmt: skip
+        return _reported(host_steal_share={"latency": 0.0, "throughput": steal})
 
     warning = "the host took unequal CPU in the timed phases (jobyard 1.0%, dramatiq 12.5%)"
     assert warning in table({"jobyard": result(0.01), "dramatiq": result(0.125)})
@@ -288,12 +292,8 @@ def test_the_side_by_side_table_says_how_jobyard_was_submitted_to_and_when_submi
     from benchmarks.run import table
 
     def jobyard(batch: int, submit_s: float) -> dict[str, Any]:
-        return {
-            "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
-            "details": {"settings": {"submit_batch": batch, "submit_concurrency": 8, "api_processes": 1},
-                        "submit_s": submit_s, "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
-                        "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0}},
-        }  # fmt: skip
+        settings = {"submit_batch": batch, "submit_concurrency": 8, "api_processes": 1}
+        return _reported(settings=settings, submit_s=submit_s)
 
     def line(result: dict[str, Any]) -> str:
         return next(x for x in table({"jobyard": result}).splitlines() if x.startswith("jobyard submissions"))
@@ -307,18 +307,10 @@ def test_the_side_by_side_table_says_how_jobyard_was_submitted_to_and_when_submi
 def test_the_side_by_side_table_says_how_large_jobyards_batches_were() -> None:
     from benchmarks.run import table
 
-    details: dict[str, Any] = {
-        "settings": {"submit_batch": 1, "submit_concurrency": 8}, "submit_s": 1.0, "throughput_phase_cpu_s": {},
-        "throughput_phase_server_cpu_s": {}, "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0,
-                                                             "largest_worker": 1.0},
-    }  # fmt: skip
-    result = {"jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {}}
-    assert "batches" not in table({"jobyard": {**result, "details": details}})  # a result from before they were read
-    details["throughput_phase_batches"] = {
-        "jobs_per_submit_statement": None, "actions_per_claim": 34.1, "actions_per_completion": 36.0,
-    }  # fmt: skip
+    assert "batches" not in table({"jobyard": _reported()})  # a result from before they were read
+    batches = {"jobs_per_submit_statement": None, "actions_per_claim": 34.1, "actions_per_completion": 36.0}
     assert "jobyard batches in the timed phase: n/a jobs a submit statement, 34.1 actions a claim, 36 a completion" in (
-        table({"jobyard": {**result, "details": details}})
+        table({"jobyard": _reported(throughput_phase_batches=batches)})
     )
 
 
@@ -336,13 +328,7 @@ def test_the_side_by_side_table_warns_when_the_cpu_ran_at_unequal_speeds() -> No
     from benchmarks.run import table
 
     def result(unit_ms: float | None) -> dict[str, Any]:
-        return {
-            "jobs": 100, "actions_per_job": 10, "elapsed_s": 2.0, "actions_per_s": 500.0, "latency_ms": {},
-            "details": {"settings": {"submit_batch": 1, "submit_concurrency": 8}, "submit_s": 1.0,
-                        "throughput_phase_cpu_s": {}, "throughput_phase_server_cpu_s": {},
-                        "peak_rss_mb": {"api": 1.0, "relay": 1.0, "workers_sum": 2.0, "largest_worker": 1.0},
-                        "cpu_unit_ms": {"throughput": unit_ms}},
-        }  # fmt: skip
+        return _reported(cpu_unit_ms={"throughput": unit_ms})
 
     report = table({"jobyard": result(0.3), "dramatiq": result(0.4)})
     assert next(x for x in report.splitlines() if x.startswith("jobyard ")).split()[-1] == "0.300"
