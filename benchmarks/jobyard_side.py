@@ -449,16 +449,18 @@ class JobyardBench:
         profilers = self._start_profilers() if cfg.profile_dir else []
         steal = HostSteal()
         speed = CpuProbe().start()
-        t0 = time.perf_counter()
-        submitted: list[str] = []
-        submitting = asyncio.create_task(self.submit_many("bench-throughput", jobs, submitted))
-        waiting = asyncio.create_task(self.wait_finished(submitted, cfg.jobs))
-        ids = await submitting
-        submit_s = time.perf_counter() - t0
-        await waiting
-        elapsed = time.perf_counter() - t0
-        host_steal = steal.share()
-        cpu_unit_ms = speed.stop()
+        try:
+            t0 = time.perf_counter()
+            submitted: list[str] = []
+            submitting = asyncio.create_task(self.submit_many("bench-throughput", jobs, submitted))
+            waiting = asyncio.create_task(self.wait_finished(submitted, cfg.jobs))
+            ids = await submitting
+            submit_s = time.perf_counter() - t0
+            await waiting
+            elapsed = time.perf_counter() - t0
+            host_steal = steal.share()
+        finally:  # the probe stops with the phase, whatever ended it
+            cpu_unit_ms = speed.stop()
         _stop_profilers(profilers)
         cpu = {role: round(cpu_seconds(pids) - cpu0[role], 2) for role, pids in roles.items()}
         cpu["client"] = round(time.process_time() - client0, 2)

@@ -590,9 +590,11 @@ def run(args: argparse.Namespace) -> Result:
         cpu_workers0, cpu_client0 = fleet.cpu_seconds(), time.process_time()
         steal = HostSteal()
         speed = CpuProbe().start()
-        result.elapsed_s, result.submit_s = measure_throughput(peer, args.jobs, args.actions, deadline)
-        result.host_steal_share["throughput"] = steal.share()
-        result.cpu_unit_ms["throughput"] = speed.stop()
+        try:
+            result.elapsed_s, result.submit_s = measure_throughput(peer, args.jobs, args.actions, deadline)
+            result.host_steal_share["throughput"] = steal.share()
+        finally:  # the probe stops with the phase, whatever ended it
+            result.cpu_unit_ms["throughput"] = speed.stop()
         result.worker_cpu_s = fleet.cpu_seconds() - cpu_workers0
         result.client_cpu_s = time.process_time() - cpu_client0
         result.server_cpu_s = {name: cpu_seconds(pids) - servers0[name] for name, pids in servers.items()}

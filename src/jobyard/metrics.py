@@ -43,8 +43,8 @@ class Metrics:
         )
         self.worker_batch = Histogram(
             "jobyard_worker_batch_actions",
-            "Actions a worker claimed (stage=claim) or recorded as finished (stage=complete) together, in one "
-            "round of store statements: under load a worker batches, and per action each round's cost shrinks",
+            "Actions in each of a worker's claims (stage=claim) and completions (stage=complete), each one round "
+            "of store statements: under load a worker batches, and each round's cost is shared by more actions",
             ["stage"],
             buckets=BATCH_BUCKETS,
             registry=self.registry,
