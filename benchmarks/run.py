@@ -81,14 +81,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"{lat.get('p99', float('nan')):>13.2f} {r.get('worker_peak_rss_mb', 0.0):>16.1f} "
             f"{r.get('worker_largest_rss_mb', 0.0):>12.1f} {cpu_per_action_ms(r):>14.3f} "
             f"{cpu_total_s(r) / r['elapsed_s'] if r['elapsed_s'] > 0 else float('nan'):>11.2f} "
-            f"{_steal(timed_steal(r)):>11} {_unit(timed_unit(r)):>12}"
+            f"{_or_na(timed(r, 'host_steal_share'), '.1%'):>11} {_or_na(timed(r, 'cpu_unit_ms'), '.3f'):>12}"
         )
     jy = results.get("jobyard")
     if jy is not None:
         for name, r in results.items():
             if name != "jobyard" and r["actions_per_s"] > 0:
                 lines.append(f"jobyard / {name}: {jy['actions_per_s'] / r['actions_per_s']:.2f}x throughput")
-        known = {name: v for name, r in results.items() if (v := timed_steal(r)) is not None}
+        known = {name: v for name, r in results.items() if (v := timed(r, "host_steal_share")) is not None}
         if len(known) > 1 and max(known.values()) - min(known.values()) > STEAL_GAP:
             # The systems run one after another: a host that took much more CPU in one system's timed phase than
             # in another's moved their ratio by itself.
@@ -97,7 +97,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 + ", ".join(f"{name} {v:.1%}" for name, v in known.items())
                 + "): these ratios are the host's as much as the systems'; compare runs with even steal"
             )
-        units = {name: v for name, r in results.items() if (v := timed_unit(r)) is not None}
+        units = {name: v for name, r in results.items() if (v := timed(r, "cpu_unit_ms")) is not None}
         if len(units) > 1 and max(units.values()) > SPEED_GAP * min(units.values()):
             # A slower CPU (with or without steal) makes every process's work cost more CPU time: the system timed
             # while it was slow loses by that much.
@@ -122,10 +122,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         )
         batches = details.get("throughput_phase_batches")
         if batches:
+            jobs, claim, completion = (
+                _or_na(batches[k], "g")
+                for k in ("jobs_per_submit_statement", "actions_per_claim", "actions_per_completion")
+            )
             lines.append(
-                f"jobyard batches in the timed phase: {_per(batches['jobs_per_submit_statement'])} jobs a submit "
-                f"statement, {_per(batches['actions_per_claim'])} actions a claim, "
-                f"{_per(batches['actions_per_completion'])} a completion"
+                f"jobyard batches in the timed phase: {jobs} jobs a submit statement, {claim} actions a claim, "
+                f"{completion} a completion"
             )
         rss = details["peak_rss_mb"]
         apis = details["settings"].get("api_processes", 1)
@@ -145,7 +148,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"jobyard status reads: {status['achieved_rps']:.0f}/s (target {status['target_rps']:.0f}), "
                 f"p50 {status['latency_ms']['p50']:.2f} ms, p99 {status['latency_ms']['p99']:.2f} ms, "
                 f"errors {status['errors']}; {_served(status)}; CPU s meanwhile {status['cpu_s']}; "
-                f"host steal {_steal(status.get('host_steal_share'))}"
+                f"host steal {_or_na(status.get('host_steal_share'), '.1%')}"
             )
             machine = status.get("machine")
             if machine:
@@ -163,36 +166,21 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"p50 {busy['latency_ms']['p50']:.2f} ms, p99 {busy['latency_ms']['p99']:.2f} ms, "
                 f"errors {busy['errors']}, {busy['unfinished_share']:.0%} of reads of unfinished jobs; "
                 f"{_served(busy)}; the batch ran at {busy['batch_actions_per_s']:,.0f} actions/s; "
-                f"host steal {_steal(busy.get('host_steal_share'))}"
+                f"host steal {_or_na(busy.get('host_steal_share'), '.1%')}"
             )
     return "\n".join(lines)
 
 
-def timed_steal(r: dict[str, Any]) -> float | None:
-    """The host's steal in a system's timed phase; None for a result from before it was counted."""
-    share: float | None = r.get("details", {}).get("host_steal_share", {}).get("throughput")
-    return share
+def timed(r: dict[str, Any], measure: str) -> float | None:
+    """A measure of a system's timed phase: ``host_steal_share`` (``benchmarks.common.HostSteal``) or
+    ``cpu_unit_ms`` (``benchmarks.common.CpuProbe``); None for a result from before it was taken, or a failed probe."""
+    value: float | None = r.get("details", {}).get(measure, {}).get("throughput")
+    return value
 
 
-def timed_unit(r: dict[str, Any]) -> float | None:
-    """The probe unit's median CPU time in a system's timed phase (``benchmarks.common.CpuProbe``), ms; None for a
-    result from before it was measured, or if the probe failed."""
-    unit: float | None = r.get("details", {}).get("cpu_unit_ms", {}).get("throughput")
-    return unit
-
-
-def _unit(ms: float | None) -> str:
-    return "n/a" if ms is None else f"{ms:.3f}"
-
-
-def _steal(share: float | None) -> str:
-    """The host's share of the machine's CPU time in a phase (``benchmarks.common.HostSteal``)."""
-    return "n/a" if share is None else f"{share:.1%}"
-
-
-def _per(mean: float | None) -> str:
-    """A mean batch size, or "n/a" where there was no batch of that kind (SQLite stores submissions one by one)."""
-    return "n/a" if mean is None else f"{mean:g}"
+def _or_na(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or "n/a" where it was not measured (or there was nothing to count)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _served(reads: dict[str, Any]) -> str:

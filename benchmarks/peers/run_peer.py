@@ -20,16 +20,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-from benchmarks.common import BenchTimeout, CpuProbe, Deadline, HostSteal, cpu_seconds, percentile, server_pids
-
-#: Directory that holds the ``benchmarks`` package; workers run from here.
-REPO_ROOT: Path = Path(__file__).resolve().parents[2]
-
+from benchmarks.common import (
+    REPO_ROOT,
+    BenchTimeout,
+    CpuProbe,
+    Deadline,
+    HostSteal,
+    cpu_seconds,
+    percentile,
+    server_pids,
+)
 
 # --------------------------------------------------------------------------- peers
 
