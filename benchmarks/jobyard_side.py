@@ -26,6 +26,7 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import asyncpg
+import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -43,6 +44,7 @@ from benchmarks.common import (
 )
 from benchmarks.machine_probe import share_after_slow_cpu
 from benchmarks.rawhttp import RawHttpPool, RoundRobinHttp
+from jobyard.client import AsyncClient
 
 FINAL = ("succeeded", "failed", "cancelled")
 QUEUE = "bench"
@@ -59,6 +61,9 @@ class JobyardConfig:
     message_actions: int | None = None  # actions per broker message; None: jobyard's default
     submit_concurrency: int = 8  # HTTP submissions in flight (clients submit concurrently)
     submit_batch: int = 1  # jobs per request: 1 is POST /api/jobs per job, more is POST /api/jobs:batch
+    # "http": the driver's own HTTP requests, submit_batch jobs each; "client": jobyard's AsyncClient, one submit()
+    # a job from submit_concurrency callers (the client coalesces the calls it gets at once into batches)
+    submit_via: str = "http"
     api_processes: int = 1  # API processes; requests go to each in turn, as behind a load balancer
     latency_samples: int = 200
     latency_interval_ms: float = 10.0
@@ -142,6 +147,19 @@ class Processes:
             log.close()
 
 
+class _CountingTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport for the client, counting its submit requests (one ``POST /api/jobs`` or ``:batch`` each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submits = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path in ("/api/jobs", "/api/jobs:batch"):
+            self.submits += 1
+        return await super().handle_async_request(request)
+
+
 def _run_cli(env: dict[str, str], *args: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "jobyard", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
@@ -178,6 +196,13 @@ class JobyardBench:
         self.procs = Processes(env)
         self.api_pools = [RawHttpPool("127.0.0.1", port, max(cfg.submit_concurrency, 32)) for port in self.ports]
         self.http = self.api_pools[0] if len(self.api_pools) == 1 else RoundRobinHttp(self.api_pools)
+        if cfg.submit_via not in ("http", "client"):
+            raise ValueError(f"submit_via is http or client, not {cfg.submit_via!r}")
+        if cfg.submit_via == "client" and (cfg.submit_batch != 1 or cfg.api_processes != 1):
+            raise ValueError("submitting through the client takes one API process and one job a submit() call")
+        self.client_transport = _CountingTransport()
+        self.client = AsyncClient(f"http://127.0.0.1:{self.ports[0]}", transport=self.client_transport)
+        self.submit_requests = 0  # the driver's own submit requests; the client's are counted by its transport
         self.db: asyncpg.Connection | None = None
         self.deadline = Deadline(cfg.timeout)
 
@@ -234,6 +259,7 @@ class JobyardBench:
     async def teardown(self) -> None:
         self.procs.stop_all()
         await self.http.close()
+        await self.client.aclose()
         if self.db is not None:
             await self.db.close()
         with contextlib.suppress(Exception):
@@ -276,6 +302,7 @@ class JobyardBench:
 
     # --- helpers ---------------------------------------------------------------------------------------
     async def submit(self, name: str, actions: Sequence[dict[str, Any]]) -> str:
+        self.submit_requests += 1
         status, body = await self.http.request("POST", "/api/jobs", orjson.dumps({"name": name, "actions": actions}))
         if status != 202:
             raise RuntimeError(f"submit answered {status}: {body[:300]!r}")
@@ -283,6 +310,7 @@ class JobyardBench:
 
     async def submit_batch(self, name: str, jobs: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
         payload = orjson.dumps({"jobs": [{"name": name, "actions": actions} for actions in jobs]})
+        self.submit_requests += 1
         status, body = await self.http.request("POST", "/api/jobs:batch", payload)
         if status != 202:
             raise RuntimeError(f"batch submit answered {status}: {body[:300]!r}")
@@ -292,8 +320,24 @@ class JobyardBench:
         self, name: str, jobs: Sequence[Sequence[dict[str, Any]]], submitted: list[str] | None = None
     ) -> list[str]:
         """Submit ``jobs`` with ``submit_concurrency`` requests in flight, ``submit_batch`` jobs a request; ids in
-        order (and, as each request is accepted, appended to ``submitted`` for a concurrent ``wait_finished``)."""
+        order (and, as each request is accepted, appended to ``submitted`` for a concurrent ``wait_finished``).
+
+        Through the client (``submit_via="client"``): ``submit_concurrency`` callers, each calling
+        ``AsyncClient.submit`` for one job after another.
+        """
         ids: list[str] = [""] * len(jobs)
+        if self.cfg.submit_via == "client":
+            cursor = iter(range(len(jobs)))
+
+            async def caller() -> None:
+                for index in cursor:
+                    job_id = await self.client.submit(list(jobs[index]), name=name)
+                    ids[index] = job_id
+                    if submitted is not None:
+                        submitted.append(job_id)
+
+            await asyncio.gather(*(caller() for _ in range(self.cfg.submit_concurrency)))
+            return ids
         per = max(1, self.cfg.submit_batch)
         cursor = iter(range(0, len(jobs), per))
 
@@ -445,6 +489,7 @@ class JobyardBench:
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         batching0 = await self.batching()
+        requests0 = self.submit_requests + self.client_transport.submits
         client0 = time.process_time()
         profilers = self._start_profilers() if cfg.profile_dir else []
         steal = HostSteal()
@@ -474,6 +519,7 @@ class JobyardBench:
         postgresql = {client: round(seconds, 2) for client, seconds in by_client.items()}
         postgresql["backends_ended"] = len(set(backends0) - set(backends))
         batched = {key: value - batching0[key] for key, value in (await self.batching()).items()}
+        batched["submit_requests"] = self.submit_requests + self.client_transport.submits - requests0
         self.throughput_job_ids = ids
         return {
             "elapsed_s": elapsed,
@@ -484,6 +530,7 @@ class JobyardBench:
             "host_steal_share": host_steal,
             "cpu_unit_ms": cpu_unit_ms,
             "batches": {
+                "jobs_per_submit_request": _ratio(len(jobs), batched["submit_requests"]),
                 "jobs_per_submit_statement": _ratio(batched["submit_jobs"], batched["submit_statements"]),
                 "actions_per_claim": _ratio(batched["claimed"], batched["claim_rounds"]),
                 "actions_per_completion": _ratio(batched["completed"], batched["complete_rounds"]),
@@ -802,6 +849,7 @@ _REPORTED_SETTINGS = (
     "message_actions",
     "submit_concurrency",
     "submit_batch",
+    "submit_via",
     "api_processes",
     "extra_env",
 )

@@ -8,7 +8,10 @@ with Client("http://127.0.0.1:8000") as client:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,6 +19,9 @@ import httpx
 from jobyard.errors import ClientError
 
 FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+#: The largest body ``AsyncClient`` makes of submissions it coalesces (the API's default limit is 10 MiB).
+COALESCED_BODY_BYTES = 1024 * 1024
+_JSON = {"Content-Type": "application/json"}
 
 
 def _job_body(actions: list[dict[str, Any]], name: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -25,6 +31,19 @@ def _job_body(actions: list[dict[str, Any]], name: str | None, metadata: dict[st
     if metadata is not None:
         body["metadata"] = metadata
     return body
+
+
+def _encoded(body: Any) -> bytes:
+    """JSON as httpx's ``json=`` writes it, so a body sent as ``content=`` is the same bytes."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A ``submit()`` waiting for a free request: its job's body and the caller's future."""
+
+    body: bytes
+    future: asyncio.Future[str]
 
 
 def _checked(response: httpx.Response) -> Any:
@@ -151,6 +170,18 @@ class Client:
 
 
 class AsyncClient:
+    """The async client. Concurrent ``submit()`` calls are coalesced: at most ``submit_in_flight`` submit requests
+    are in flight at once, and the calls made meanwhile go out together, as one ``POST /api/jobs:batch`` of up to
+    ``submit_batch_max`` jobs, as soon as one of them returns.
+
+    So ``await asyncio.gather(*(client.submit(...) for device in devices))`` sends a few requests rather than one
+    per job, while a lone ``submit()`` still goes out at once as ``POST /api/jobs``. Each call still gets its own
+    job and id, and the answer its own request would have had: a batch the API refuses as a whole (a job at fault,
+    a quota, a body over the limit; the API stores none of a refused batch) is sent again one job a request. An
+    error with no answer (the connection failed, a 5xx) goes to every call of that request, as it would to each of
+    their own. ``submit_in_flight=0``: every call its own request, at once.
+    """
+
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8000",
@@ -158,10 +189,19 @@ class AsyncClient:
         api_key: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        submit_in_flight: int = 2,
+        submit_batch_max: int = 100,
     ) -> None:
+        if submit_in_flight < 0 or submit_batch_max < 1:
+            raise ValueError("submit_in_flight must be 0 or more and submit_batch_max 1 or more")
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=auth_headers(api_key), timeout=timeout, transport=transport
         )
+        self._submit_limit = submit_in_flight
+        self._batch_max = submit_batch_max
+        self._submitting = 0  # submit requests in flight
+        self._waiting: deque[_Waiting] = deque()
+        self._senders: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -170,6 +210,8 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._senders:  # coalesced submissions in flight: their callers get their answers
+            await asyncio.gather(*self._senders, return_exceptions=True)
         await self._http.aclose()
 
     async def submit(
@@ -179,8 +221,80 @@ class AsyncClient:
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
-        data = _checked(await self._http.post("/api/jobs", json=_job_body(actions, name, metadata)))
+        """Submit a job; returns its id as soon as the API stored it (coalesced with concurrent calls, see above)."""
+        body = _encoded(_job_body(actions, name, metadata))
+        if self._submit_limit == 0:
+            return await self._submit_alone(body)
+        if self._submitting < self._submit_limit and not self._waiting:
+            self._submitting += 1
+            try:
+                return await self._submit_alone(body)
+            finally:
+                self._submitting -= 1
+                self._send_waiting()
+        waiting = _Waiting(body, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._send_waiting()  # a request may have returned since (its sender ran before this call)
+        return await waiting.future  # cancelled while it waits: its future is too, and it is never sent
+
+    async def _submit_alone(self, body: bytes) -> str:
+        data = _checked(await self._http.post("/api/jobs", content=body, headers=_JSON))
         return str(data["id"])
+
+    def _send_waiting(self) -> None:
+        """Send what waits, as far as the requests in flight allow: each request takes the oldest calls."""
+        while self._waiting and self._submitting < self._submit_limit:
+            batch: list[_Waiting] = []
+            size = 0
+            while self._waiting and len(batch) < self._batch_max:
+                head = self._waiting[0]
+                if head.future.done():  # its caller was cancelled
+                    self._waiting.popleft()
+                    continue
+                if batch and size + len(head.body) > COALESCED_BODY_BYTES:
+                    break
+                batch.append(self._waiting.popleft())
+                size += len(head.body) + 1
+            if not batch:
+                return
+            self._submitting += 1
+            sender = asyncio.get_running_loop().create_task(self._send(batch))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            if len(batch) == 1:
+                await _settle(batch[0], self._submit_alone(batch[0].body))
+            else:
+                await self._send_batch(batch)
+        except BaseException:  # cancelled (the loop is closing): no caller is left waiting for ever
+            for waiting in batch:
+                waiting.future.cancel()
+            raise
+        finally:
+            self._submitting -= 1
+            self._send_waiting()
+
+    async def _send_batch(self, batch: list[_Waiting]) -> None:
+        try:
+            content = b'{"jobs":[' + b",".join(w.body for w in batch) + b"]}"
+            response = await self._http.post("/api/jobs:batch", content=content, headers=_JSON)
+            refused = 400 <= response.status_code < 500
+            ids = [] if refused else [str(job["id"]) for job in _checked(response)["jobs"]]
+            if not refused and len(ids) != len(batch):
+                raise ClientError(response.status_code, f"{len(ids)} jobs accepted of the {len(batch)} sent")
+        except Exception as exc:  # no answer, or a 5xx: every call of the request gets the error
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        if refused:  # nothing of it was stored: each job alone gets the answer it would have had
+            await asyncio.gather(*(_settle(w, self._submit_alone(w.body)) for w in batch if not w.future.done()))
+            return
+        for waiting, job_id in zip(batch, ids, strict=True):
+            if not waiting.future.done():
+                waiting.future.set_result(job_id)
 
     async def submit_many(self, jobs: list[dict[str, Any]], *, idempotency_key: str | None = None) -> list[str]:
         """As ``Client.submit_many``: several jobs in one request, stored together or not at all."""
@@ -209,3 +323,15 @@ class AsyncClient:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {status['status']} after {timeout:g}s")
             await asyncio.sleep(interval)
+
+
+async def _settle(waiting: _Waiting, submission: Any) -> None:
+    """Give ``waiting``'s caller the outcome of ``submission`` (unless it was cancelled meanwhile)."""
+    try:
+        job_id = await submission
+    except Exception as exc:
+        if not waiting.future.done():
+            waiting.future.set_exception(exc)
+        return
+    if not waiting.future.done():
+        waiting.future.set_result(job_id)

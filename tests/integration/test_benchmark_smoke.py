@@ -124,6 +124,25 @@ def test_the_jobyard_benchmark_can_submit_in_batches_including_a_last_partial_on
     assert batches["counts"]["submit_jobs"] == 7 and batches["jobs_per_submit_statement"] >= 2.3
 
 
+def test_the_jobyard_benchmark_can_submit_through_jobyards_client_which_coalesces_the_calls() -> None:
+    config = _config(jobs=12, actions=2, submit_via="client", submit_concurrency=12, latency_samples=2, status_rps=0)
+    result = run_jobyard(config)
+    assert result["verified"] == {"actions": 24, "recorded": 24, "jobs_succeeded": 12}
+    assert result["details"]["settings"]["submit_via"] == "client"
+    batches = result["details"]["throughput_phase_batches"]
+    # Twelve calls at once, two requests in flight at a time (the client's default): fewer requests than jobs.
+    assert batches["counts"]["submit_jobs"] == 12 and 3 <= batches["counts"]["submit_requests"] < 12
+    assert batches["jobs_per_submit_request"] == 12 / batches["counts"]["submit_requests"]
+
+
+def test_the_client_mode_takes_one_api_process_and_one_job_a_call() -> None:
+    from benchmarks.jobyard_side import JobyardBench
+
+    for wrong in ({"submit_batch": 20}, {"api_processes": 2}, {"submit_via": "sdk"}):
+        with pytest.raises(ValueError, match="submit"):
+            JobyardBench(JobyardConfig(**({"submit_via": "client"} | wrong)))
+
+
 def test_the_jobyard_benchmark_spreads_requests_over_several_api_processes() -> None:
     config = _config(jobs=6, actions=3, latency_samples=3, latency_interval_ms=5.0, status_rps=50.0,
                      status_seconds=0.2, status_while_busy=False, api_processes=2)  # fmt: skip
@@ -302,6 +321,20 @@ def test_the_side_by_side_table_says_how_jobyard_was_submitted_to_and_when_submi
         "jobyard submissions: one job a request (POST /api/jobs), 8 in flight; all accepted at 1.96 s of 2.00 s"
     )
     assert line(jobyard(20, 0.5)).startswith("jobyard submissions: 20 jobs a request (POST /api/jobs:batch), 8 in")
+    through_client = _reported(
+        settings={"submit_batch": 1, "submit_concurrency": 64, "submit_via": "client"},
+        submit_s=1.5,
+        throughput_phase_batches={
+            "jobs_per_submit_request": 11.24,
+            "jobs_per_submit_statement": 18.5,
+            "actions_per_claim": 60.6,
+            "actions_per_completion": 86.2,
+        },
+    )
+    assert line(through_client) == (
+        "jobyard submissions: one AsyncClient.submit() a job from 64 callers, coalesced by the client (11.2 jobs a "
+        "request); all accepted at 1.50 s of 2.00 s"
+    )
 
 
 def test_the_side_by_side_table_says_how_large_jobyards_batches_were() -> None:
