@@ -231,7 +231,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="interpreter with celery and dramatiq (benchmarks/peers/requirements.txt)")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=None, help="jobyard: actions at once per worker process")
     p.add_argument("--message-actions", type=int, default=None, help="jobyard: actions packed per broker message")
-    p.add_argument("--submit-concurrency", type=int, default=8, help="jobyard: HTTP submissions in flight")
+    p.add_argument("--submit-concurrency", type=int, default=8,
+                   help="jobyard: HTTP submissions in flight (--submit-via client: callers of submit())")  # fmt: skip
     p.add_argument("--submit-batch", type=int, default=1,
                    help="jobyard: jobs per request (1: POST /api/jobs each; more: POST /api/jobs:batch)")  # fmt: skip
     p.add_argument("--submit-via", choices=("http", "client"), default="http",
