@@ -200,9 +200,12 @@ class JobyardBench:
             raise ValueError(f"submit_via is http or client, not {cfg.submit_via!r}")
         if cfg.submit_via == "client" and (cfg.submit_batch != 1 or cfg.api_processes != 1):
             raise ValueError("submitting through the client takes one API process and one job a submit() call")
-        self.client_transport = _CountingTransport()
-        self.client = AsyncClient(f"http://127.0.0.1:{self.ports[0]}", transport=self.client_transport)
-        self.submit_requests = 0  # the driver's own submit requests; the client's are counted by its transport
+        self.client_transport = _CountingTransport()  # the client's submit requests (the driver's own are known)
+        self.client = (
+            AsyncClient(f"http://127.0.0.1:{self.ports[0]}", transport=self.client_transport)
+            if cfg.submit_via == "client"
+            else None
+        )
         self.db: asyncpg.Connection | None = None
         self.deadline = Deadline(cfg.timeout)
 
@@ -259,7 +262,8 @@ class JobyardBench:
     async def teardown(self) -> None:
         self.procs.stop_all()
         await self.http.close()
-        await self.client.aclose()
+        if self.client is not None:
+            await self.client.aclose()
         if self.db is not None:
             await self.db.close()
         with contextlib.suppress(Exception):
@@ -302,7 +306,6 @@ class JobyardBench:
 
     # --- helpers ---------------------------------------------------------------------------------------
     async def submit(self, name: str, actions: Sequence[dict[str, Any]]) -> str:
-        self.submit_requests += 1
         status, body = await self.http.request("POST", "/api/jobs", orjson.dumps({"name": name, "actions": actions}))
         if status != 202:
             raise RuntimeError(f"submit answered {status}: {body[:300]!r}")
@@ -310,7 +313,6 @@ class JobyardBench:
 
     async def submit_batch(self, name: str, jobs: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
         payload = orjson.dumps({"jobs": [{"name": name, "actions": actions} for actions in jobs]})
-        self.submit_requests += 1
         status, body = await self.http.request("POST", "/api/jobs:batch", payload)
         if status != 202:
             raise RuntimeError(f"batch submit answered {status}: {body[:300]!r}")
@@ -326,12 +328,12 @@ class JobyardBench:
         ``AsyncClient.submit`` for one job after another.
         """
         ids: list[str] = [""] * len(jobs)
-        if self.cfg.submit_via == "client":
-            cursor = iter(range(len(jobs)))
+        if self.client is not None:
+            client, cursor = self.client, iter(range(len(jobs)))
 
             async def caller() -> None:
                 for index in cursor:
-                    job_id = await self.client.submit(list(jobs[index]), name=name)
+                    job_id = await client.submit(list(jobs[index]), name=name)
                     ids[index] = job_id
                     if submitted is not None:
                         submitted.append(job_id)
@@ -489,7 +491,7 @@ class JobyardBench:
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         batching0 = await self.batching()
-        requests0 = self.submit_requests + self.client_transport.submits
+        client_requests0 = self.client_transport.submits
         client0 = time.process_time()
         profilers = self._start_profilers() if cfg.profile_dir else []
         steal = HostSteal()
@@ -519,7 +521,10 @@ class JobyardBench:
         postgresql = {client: round(seconds, 2) for client, seconds in by_client.items()}
         postgresql["backends_ended"] = len(set(backends0) - set(backends))
         batched = {key: value - batching0[key] for key, value in (await self.batching()).items()}
-        batched["submit_requests"] = self.submit_requests + self.client_transport.submits - requests0
+        per = max(1, cfg.submit_batch)  # the driver's own requests: a job, or submit_batch jobs, each
+        batched["submit_requests"] = (
+            self.client_transport.submits - client_requests0 if self.client is not None else -(-len(jobs) // per)
+        )
         self.throughput_job_ids = ids
         return {
             "elapsed_s": elapsed,
