@@ -200,12 +200,11 @@ class JobyardBench:
             raise ValueError(f"submit_via is http or client, not {cfg.submit_via!r}")
         if cfg.submit_via == "client" and (cfg.submit_batch != 1 or cfg.api_processes != 1):
             raise ValueError("submitting through the client takes one API process and one job a submit() call")
-        self.client_transport = _CountingTransport()  # the client's submit requests (the driver's own are known)
-        self.client = (
-            AsyncClient(f"http://127.0.0.1:{self.ports[0]}", transport=self.client_transport)
-            if cfg.submit_via == "client"
-            else None
-        )
+        self.client: AsyncClient | None = None
+        self.client_transport: _CountingTransport | None = None  # counts the client's submit requests
+        if cfg.submit_via == "client":
+            self.client_transport = _CountingTransport()
+            self.client = AsyncClient(f"http://127.0.0.1:{self.ports[0]}", transport=self.client_transport)
         self.db: asyncpg.Connection | None = None
         self.deadline = Deadline(cfg.timeout)
 
@@ -491,7 +490,8 @@ class JobyardBench:
         cpu0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         servers0 = {name: cpu_seconds(pids) for name, pids in servers.items()}
         batching0 = await self.batching()
-        client_requests0 = self.client_transport.submits
+        counted = self.client_transport
+        client_requests0 = counted.submits if counted is not None else 0
         client0 = time.process_time()
         profilers = self._start_profilers() if cfg.profile_dir else []
         steal = HostSteal()
@@ -522,9 +522,7 @@ class JobyardBench:
         postgresql["backends_ended"] = len(set(backends0) - set(backends))
         batched = {key: value - batching0[key] for key, value in (await self.batching()).items()}
         per = max(1, cfg.submit_batch)  # the driver's own requests: a job, or submit_batch jobs, each
-        batched["submit_requests"] = (
-            self.client_transport.submits - client_requests0 if self.client is not None else -(-len(jobs) // per)
-        )
+        batched["submit_requests"] = counted.submits - client_requests0 if counted is not None else -(-len(jobs) // per)
         self.throughput_job_ids = ids
         return {
             "elapsed_s": elapsed,
