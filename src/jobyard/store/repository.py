@@ -22,6 +22,7 @@ import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import Row, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import in_greenlet
 
 from jobyard import config, jsonutil, messages
 from jobyard import domain_events as ev
@@ -1820,12 +1821,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _close_sqlite_connection_on_terminate(engine: AsyncEngine) -> None:
+    """Close an invalidated aiosqlite connection with its own close(), never SQLAlchemy's shielded terminate().
+
+    SQLAlchemy terminates an invalidated async connection (a query whose task was cancelled, say) by running a
+    graceful close under ``asyncio.shield`` and, when that wait is cancelled as well, by stopping aiosqlite's
+    worker thread at once. The shielded close then runs on by itself and, on aiosqlite 0.22, ends by queueing a
+    second stop that the already stopped thread never answers: the task waits for ever, and if the event loop is
+    shutting down at that moment, closing the loop hangs (tests/unit/test_embedded_store_close.py reproduces
+    both). aiosqlite's own close() queues exactly one stop however it ends, finished or cancelled, so the worker
+    thread always exits and nothing is left waiting. Outside a greenlet (a connection found by the garbage
+    collector) there is nothing to await, and terminate() only stops the thread.
+    """
+    dialect = engine.sync_engine.dialect
+    if not dialect.has_terminate:
+        return
+
+    def do_terminate(dbapi_connection: Any) -> None:
+        if in_greenlet():
+            dialect.do_close(dbapi_connection)
+        else:
+            dbapi_connection.terminate()
+
+    dialect.do_terminate = do_terminate  # type: ignore[method-assign]
+
+
 def create_repository(settings: Settings) -> Repository:
     url = database_url_for_driver(settings.database_url)
     serializer = jsonutil.dumps_str
     if url.startswith("sqlite"):
         engine = create_async_engine(url, json_serializer=serializer, json_deserializer=_json_from_db)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _close_sqlite_connection_on_terminate(engine)
     else:
         # SQLAlchemy hands URL query options to asyncpg.connect() as keywords, which has none named
         # application_name: a name given in the URL travels as a server setting instead.
