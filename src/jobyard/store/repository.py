@@ -1821,17 +1821,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def _close_aiosqlite(connection: Any) -> None:
+    closing = asyncio.ensure_future(connection.close())
+    closing.add_done_callback(lambda task: task.cancelled() or task.exception())  # seen, if nobody waits any more
+    with contextlib.suppress(ValueError):  # aiosqlite's "Connection closed": it was stopped already
+        await asyncio.shield(closing)
+
+
 def _close_sqlite_connection_on_terminate(engine: AsyncEngine) -> None:
-    """Close an invalidated aiosqlite connection with its own close(), never SQLAlchemy's shielded terminate().
+    """Close an invalidated aiosqlite connection with aiosqlite's own close() only, in a task of its own.
 
     SQLAlchemy terminates an invalidated async connection (a query whose task was cancelled, say) by running a
     graceful close under ``asyncio.shield`` and, when that wait is cancelled as well, by stopping aiosqlite's
-    worker thread at once. The shielded close then runs on by itself and, on aiosqlite 0.22, ends by queueing a
-    second stop that the already stopped thread never answers: the task waits for ever, and if the event loop is
-    shutting down at that moment, closing the loop hangs (tests/unit/test_embedded_store_close.py reproduces
-    both). aiosqlite's own close() queues exactly one stop however it ends, finished or cancelled, so the worker
-    thread always exits and nothing is left waiting. Outside a greenlet (a connection found by the garbage
-    collector) there is nothing to await, and terminate() only stops the thread.
+    worker thread at once. With two stops queued, the shielded close (aiosqlite 0.22) waits for ever for the
+    second, which the stopped thread never answers: if the event loop is shutting down at that moment, closing the
+    loop hangs. aiosqlite's close() queues exactly one stop however it ends, so it is the only stop here; running
+    it as its own task means a cancelled caller does not cut it short, and a loop shutting down waits for it rather
+    than closing while the worker thread still has an answer to give it (which would fail in that thread).
+    tests/unit/test_embedded_store_close.py reproduces each case. Outside a greenlet (a connection found by the
+    garbage collector) there is nothing to await, and terminate() only stops the thread.
     """
     dialect = engine.sync_engine.dialect
     if not dialect.has_terminate:
@@ -1839,7 +1847,7 @@ def _close_sqlite_connection_on_terminate(engine: AsyncEngine) -> None:
 
     def do_terminate(dbapi_connection: Any) -> None:
         if in_greenlet():
-            dialect.do_close(dbapi_connection)
+            dbapi_connection.run_async(_close_aiosqlite)
         else:
             dbapi_connection.terminate()
 
