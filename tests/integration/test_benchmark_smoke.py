@@ -232,6 +232,20 @@ def test_the_publish_benchmark_delivers_every_message_in_both_modes() -> None:
     assert all(r["sent"] == r["queued"] == 40 and r["client_cpu_us"] > 0 for r in result["rounds"])
 
 
+def test_the_durable_waits_benchmark_times_every_step_in_every_mode() -> None:
+    import uvloop
+    from benchmarks.durable_waits import COMMIT_MODES, HOP_MODES, measure, parse_args
+
+    services.require("postgresql")
+    services.require("rabbitmq")
+    args = parse_args(["--samples", "5", "--interval-ms", "1", "--rounds", "1", "--amqp-url", services.AMQP_URL])
+    args.pg_url, args.db_prefix = services.PG_ADMIN_URL, f"{services.PG_DB_PREFIX}_bench"
+    result = uvloop.run(measure(args))
+    assert list(result["commit_ms"]) == list(COMMIT_MODES) and list(result["hop_ms"]) == list(HOP_MODES)
+    for step in (*result["commit_ms"].values(), *result["hop_ms"].values()):
+        assert 0 < step["p50"] <= step["p99"]
+
+
 def test_the_cache_drops_benchmark_reports_a_cost_for_each_number_of_copies_held() -> None:
     import asyncio
 
