@@ -1,8 +1,9 @@
 """A query of the embedded store cancelled mid-way leaves nothing waiting, and the event loop still closes.
 
 The query runs ``block()``, a SQL function that holds aiosqlite's worker thread until the scenario lets it go, so
-the cancellations land at known points rather than by timing. Each scenario runs in its own interpreter, as a hung
-event loop cannot be stopped from inside. With SQLAlchemy 2.1.9 and aiosqlite 0.22.1, a plain engine
+every cancellation lands while the thread is known to be busy with the query (the scenario waits until ``block()``
+has started, and lets it end only after the cancellations it is about). Each scenario runs in its own interpreter, as
+a hung event loop cannot be stopped from inside. With SQLAlchemy 2.1.9 and aiosqlite 0.22.1, a plain engine
 (``python -c "$SCENARIO" db plain shutdown``) hangs for ever in the first and third and leaves SQLAlchemy's
 ``_terminate_graceful_close`` task waiting for ever in the second; see ``_close_sqlite_connection_on_terminate``.
 The third also fails with a close that is not its own task: the loop closes while the worker thread still has to
