@@ -208,29 +208,42 @@ def server_pids() -> dict[str, list[int]]:
 
 
 @contextlib.asynccontextmanager
-async def scratch_repository(pg_url: str, db_prefix: str, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
-    """A fresh, migrated database for one measurement: jobyard's repository on it and its URL; dropped after.
+async def scratch_database(pg_url: str, db_prefix: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one measurement: its URL; dropped after, whoever is still connected.
 
-    ``pg_url`` is an admin connection; ``settings`` go to jobyard's ``Settings``. Imports jobyard and asyncpg only
-    when called (the peers' virtualenv imports this module too).
+    ``pg_url`` is an admin connection. Imports asyncpg only when called (the peers' virtualenv imports this module
+    too).
     """
     import asyncpg
 
+    name = f"{db_prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield urlparse(pg_url)._replace(path=f"/{name}").geturl()
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_repository(pg_url: str, db_prefix: str, **settings: Any) -> AsyncIterator[tuple[Any, str]]:
+    """A fresh, migrated database for one measurement: jobyard's repository on it and its URL; dropped after.
+
+    ``pg_url`` is an admin connection; ``settings`` go to jobyard's ``Settings``. Imports jobyard only when called.
+    """
     from jobyard.config import Settings
     from jobyard.store import create_repository
 
-    name = f"{db_prefix}_{uuid.uuid4().hex[:8]}"
-    url = urlparse(pg_url)._replace(path=f"/{name}").geturl()
-    admin = await asyncpg.connect(pg_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    repo = create_repository(Settings(database_url=url, **settings))
-    try:
-        await repo.migrate()
-        yield repo, url
-    finally:
-        await repo.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    async with scratch_database(pg_url, db_prefix) as url:
+        repo = create_repository(Settings(database_url=url, **settings))
+        try:
+            await repo.migrate()
+            yield repo, url
+        finally:
+            await repo.close()
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:

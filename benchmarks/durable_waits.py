@@ -26,9 +26,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
-from benchmarks.common import add_store_arguments, p50_p99, print_result
+from benchmarks.common import add_store_arguments, p50_p99, print_result, scratch_database
 
 COMMIT_MODES = ("synchronous_commit on", "synchronous_commit off")
 HOP_MODES = ("quorum queue, confirmed", "classic queue, no confirms")
@@ -49,29 +48,25 @@ async def _paced(samples: int, interval_ms: float, step: Callable[[], Awaitable[
 async def _commits(args: argparse.Namespace, times: dict[str, list[float]]) -> None:
     import asyncpg
 
-    name = f"{args.db_prefix}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.pg_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    conn = await asyncpg.connect(urlparse(args.pg_url)._replace(path=f"/{name}").geturl())
-    try:
-        await conn.execute("CREATE TABLE step (id int PRIMARY KEY, n bigint NOT NULL)")
-        await conn.execute("INSERT INTO step VALUES (1, 0)")
-        update = await conn.prepare("UPDATE step SET n = n + 1 WHERE id = 1")
+    async with scratch_database(args.pg_url, args.db_prefix) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("CREATE TABLE step (id int PRIMARY KEY, n bigint NOT NULL)")
+            await conn.execute("INSERT INTO step VALUES (1, 0)")
+            update = await conn.prepare("UPDATE step SET n = n + 1 WHERE id = 1")
 
-        async def commit() -> float:
-            t0 = time.perf_counter()
-            async with conn.transaction():
-                await update.fetch()
-            return (time.perf_counter() - t0) * 1000
+            async def commit() -> float:
+                t0 = time.perf_counter()
+                async with conn.transaction():
+                    await update.fetch()
+                return (time.perf_counter() - t0) * 1000
 
-        for _ in range(args.rounds):
-            for mode in COMMIT_MODES:
-                await conn.execute(f"SET synchronous_commit = {mode.split()[-1]}")
-                times[mode] += await _paced(args.samples, args.interval_ms, commit)
-    finally:
-        await conn.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+            for _ in range(args.rounds):
+                for mode in COMMIT_MODES:
+                    await conn.execute(f"SET synchronous_commit = {mode.split()[-1]}")
+                    times[mode] += await _paced(args.samples, args.interval_ms, commit)
+        finally:
+            await conn.close()
 
 
 async def _hops(args: argparse.Namespace, times: dict[str, list[float]]) -> None:
