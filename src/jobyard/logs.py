@@ -62,6 +62,9 @@ def configure(level: str, fmt: str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic announces each of its plugins at INFO on every start (seven lines before `jobyard dev` serves); its
+    # migrations' own lines ("Running upgrade ...") stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))
 
 
 def bind_action(job_id: object, action_id: object) -> None:

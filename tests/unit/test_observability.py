@@ -6,7 +6,11 @@ import asyncio
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +93,12 @@ def test_worker_metrics_render_action_durations_by_type() -> None:
     metrics.action_duration.labels("olt.ping", "succeeded").observe(0.2)
     text = metrics.render().decode()
     assert 'jobyard_action_duration_seconds_count{outcome="succeeded",type="olt.ping"} 1.0' in text
+
+
+def test_migrate_logs_its_upgrades_without_alembic_plugin_chatter(tmp_path: Path) -> None:
+    env = {**os.environ, "JOBYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'logs.db'}", "JOBYARD_LOG_LEVEL": "INFO"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobyard", "migrate"], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "Running upgrade" in done.stderr
+    assert "setup plugin" not in done.stderr
