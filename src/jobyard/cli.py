@@ -10,13 +10,16 @@ import gc
 import json
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobyard.cli_keys import keys_app
 from jobyard.config import Settings, set_process_name
 from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError
+
+if TYPE_CHECKING:
+    from jobyard.sdk import Yard
 
 app = typer.Typer(
     name="jobyard",
@@ -137,15 +140,24 @@ def _check_auth_policy(settings: Settings, *, migrate: bool) -> None:
         raise typer.Exit(2) from exc
 
 
-def _serve(settings: Settings, *, embedded: bool, migrate: bool) -> None:
+def _ready_to_serve(settings: Settings, *, migrate: bool) -> Yard:
+    """The app's yard, once the auth policy allows serving; a refusal or an app that does not load exits with 2."""
+    from jobyard.sdk import load_yard
+
+    _check_auth_policy(settings, migrate=migrate)
+    try:
+        return load_yard(settings.app)
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _serve(settings: Settings, yard: Yard, *, embedded: bool, migrate: bool) -> None:
     import uvicorn
 
     from jobyard.api import create_app
     from jobyard.api.server import JoinedWritesProtocol
-    from jobyard.sdk import load_yard
 
-    _check_auth_policy(settings, migrate=migrate or embedded)
-    yard = load_yard(settings.app)
     application = create_app(settings, yard, embedded=embedded, migrate=migrate)
     config = uvicorn.Config(
         application,
@@ -185,9 +197,10 @@ def dev(host: Host = None, port: Port = None) -> None:
     settings = _settings(host=host, port=port)
     _logging(settings)
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    yard = _ready_to_serve(settings, migrate=True)  # refusals come before the banner
     typer.secho(f"jobyard dev: http://{shown_host}:{settings.port}  (API docs at /docs)", fg="green")
     typer.echo(f"  database {settings.database_url}  broker {settings.broker_url}  redis {settings.redis_url}")
-    _serve(settings, embedded=True, migrate=True)
+    _serve(settings, yard, embedded=True, migrate=True)
 
 
 @app.command()
@@ -199,7 +212,7 @@ def api(
     """Serve the HTTP API."""
     settings = _settings(host=host, port=port)
     _logging(settings)
-    _serve(settings, embedded=False, migrate=migrate)
+    _serve(settings, _ready_to_serve(settings, migrate=migrate), embedded=False, migrate=migrate)
 
 
 @app.command()

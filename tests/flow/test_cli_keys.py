@@ -1,4 +1,5 @@
-"""`jobyard keys …` against an embedded store, and `jobyard api` refusing a non-loopback bind without keys."""
+"""`jobyard keys …` against an embedded store; `jobyard api` and `dev` refusing to start: a non-loopback bind
+without keys, an app that does not load."""
 
 from __future__ import annotations
 
@@ -10,15 +11,23 @@ from pathlib import Path
 from tests.processes import ROOT, free_port
 
 
-def _jobyard(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
-    env.update(
+def _jobyard(
+    tmp_path: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
+    environ.update(
         JOBYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'jobyard.db'}",
         JOBYARD_LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
+        **(env or {}),
     )
     return subprocess.run(
-        [sys.executable, "-m", "jobyard", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "jobyard", *args],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -52,3 +61,14 @@ def test_the_api_refuses_to_bind_a_non_loopback_address_without_keys(tmp_path: P
 def test_dev_refuses_too_on_a_fresh_store(tmp_path: Path) -> None:
     refused = _jobyard(tmp_path, "dev", "--host", "0.0.0.0", "--port", str(free_port()), timeout=30)
     assert refused.returncode == 2 and "refusing to serve on 0.0.0.0" in refused.stderr
+
+
+def test_an_app_that_does_not_load_is_one_line_before_any_banner(tmp_path: Path) -> None:
+    env = {"JOBYARD_APP": "no_such_module:yard"}
+    for command in ("dev", "api"):
+        refused = _jobyard(tmp_path, command, "--port", str(free_port()), timeout=30, env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [
+            "error: JOBYARD_APP='no_such_module:yard': cannot import 'no_such_module': No module named 'no_such_module'"
+        ]
+        assert "jobyard dev:" not in refused.stdout
