@@ -131,6 +131,19 @@ class ClientError(JobyardError):
     """The API answered with an error status."""
 
     def __init__(self, status_code: int, detail: Any) -> None:
-        super().__init__(f"HTTP {status_code}: {detail}")
+        super().__init__(f"HTTP {status_code}: {_readable(detail)}")
         self.status_code = status_code
-        self.detail = detail
+        self.detail = detail  # as the API sent it (a 422's list of field errors stays a list)
+
+
+def _readable(detail: Any) -> str:
+    """A 422's field errors as ``body.actions[0].type: message``, one after another; any other detail as it is."""
+    if not isinstance(detail, list) or not detail or not all(isinstance(e, dict) and "msg" in e for e in detail):
+        return str(detail)
+    parts = []
+    for error in detail:
+        where = ""
+        for item in error.get("loc") or ():
+            where += f"[{item}]" if isinstance(item, int) else f".{item}" if where else str(item)
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)

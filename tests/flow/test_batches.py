@@ -146,3 +146,5 @@ async def test_the_python_client_submits_a_batch_and_follows_its_jobs(make_setti
             await client.aclose()
     assert again == ids and [final["status"] for final in finals] == ["succeeded", "succeeded"]
     assert refused.value.status_code == 422
+    assert refused.value.detail[0]["loc"] == ["body", "jobs", 0, "actions", 0, "type"]  # as the API sent it
+    assert str(refused.value).startswith("HTTP 422: body.jobs[0].actions[0].type: unknown action type 'nope'")
