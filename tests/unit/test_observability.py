@@ -96,7 +96,8 @@ def test_worker_metrics_render_action_durations_by_type() -> None:
 
 
 def test_migrate_logs_its_upgrades_without_alembic_plugin_chatter(tmp_path: Path) -> None:
-    env = {**os.environ, "JOBYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'logs.db'}", "JOBYARD_LOG_LEVEL": "INFO"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}  # the defaults, text logs included
+    env.update(JOBYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'logs.db'}", JOBYARD_LOG_LEVEL="INFO")
     done = subprocess.run(
         [sys.executable, "-m", "jobyard", "migrate"], env=env, capture_output=True, text=True, timeout=120, check=True
     )
