@@ -338,14 +338,23 @@ def _print_status(status: dict[str, Any]) -> None:
         typer.echo(line)
 
 
+def _print_final(status: dict[str, Any]) -> None:
+    """A final status as ``_print_status`` shows it; exit 1 unless the job succeeded (for scripts: ``&&``)."""
+    _print_status(status)
+    if status["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
 @app.command()
 def submit(
     action_type: Annotated[str, typer.Argument(metavar="TYPE", help="a registered action type")],
     payload: Annotated[str | None, typer.Option(help="JSON payload")] = None,
     count: Annotated[int, typer.Option(help="number of actions of this type in the job")] = 1,
     name: Annotated[str | None, typer.Option(help="a name for the job")] = None,
-    wait: Annotated[bool, typer.Option(help="wait until the job is final and show its status")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
+    wait: Annotated[
+        bool, typer.Option(help="wait until the job is final and show its status; then exit 1 unless it succeeded")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait (then exit 1)")] = 300.0,
     url: ApiUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
 ) -> None:
@@ -358,14 +367,11 @@ def submit(
         if wait:
             from jobyard.cli_live import follow_job
 
-            status = follow_job(url, job_id, timeout=timeout, api_key=api_key)
-            _print_status(status)
-            if status["status"] != "succeeded":
-                raise typer.Exit(1)
-    except ClientError as exc:
+            _print_final(follow_job(url, job_id, timeout=timeout, api_key=api_key))
+    except (ClientError, TimeoutError) as exc:  # TimeoutError: the job was not final in time (the API answered)
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    except (OSError, TimeoutError) as exc:
+    except OSError as exc:
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
 
@@ -373,8 +379,15 @@ def submit(
 @app.command()
 def status(
     job_id: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="follow live, a progress bar per action")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to follow at most")] = 3600.0,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="follow live, a progress bar per action, until the job is final; then exit 1 unless it succeeded",
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to follow at most (then exit 1)")] = 3600.0,
     url: ApiUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
 ) -> None:
@@ -385,14 +398,14 @@ def status(
         if follow:
             from jobyard.cli_live import follow_job
 
-            _print_status(follow_job(url, job_id, timeout=timeout, api_key=api_key))
+            _print_final(follow_job(url, job_id, timeout=timeout, api_key=api_key))
             return
         with _client(url, api_key) as client:
             _print_status(client.status(job_id))
-    except ClientError as exc:
+    except (ClientError, TimeoutError) as exc:  # TimeoutError: the job was not final in time (the API answered)
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    except (OSError, TimeoutError, httpx.HTTPError) as exc:
+    except (OSError, httpx.HTTPError) as exc:
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
 

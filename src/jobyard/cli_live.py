@@ -117,17 +117,23 @@ class JobBars:
 def follow_job(
     base_url: str, job_id: str, *, timeout: float, console: Console | None = None, api_key: str | None = None
 ) -> dict[str, Any]:
-    """Show the job live until it is final; returns its final status view. Raises ``TimeoutError``."""
+    """Show the job live until it is final; returns its final status view.
+
+    Raises ``TimeoutError`` when the job is not final in time, or ``ConnectionError`` when the API could not be
+    reached at the end of that time (it is retried until then).
+    """
     console = console or Console()
     bars = JobBars(console)
     deadline = time.monotonic() + timeout
     last_id: str | None = None
+    unreachable: httpx.TransportError | None = None
     timeouts = httpx.Timeout(10.0, read=60.0)
     with httpx.Client(base_url=base_url, timeout=timeouts, headers=auth_headers(api_key)) as http, bars.progress:
         while time.monotonic() < deadline:
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
                 with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers) as response:
+                    unreachable = None
                     if response.is_error:
                         response.read()
                         raise ClientError(response.status_code, response.json().get("detail", response.text))
@@ -139,8 +145,11 @@ def follow_job(
                             return final
                         if time.monotonic() > deadline:
                             break
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
+                unreachable = exc
                 time.sleep(1.0)  # the API restarted or the network blipped: resume after the last event
+    if unreachable is not None:
+        raise ConnectionError(f"{unreachable} (job {job_id} followed for {timeout:g}s)") from unreachable
     raise TimeoutError(f"job {job_id} not final after {timeout:g}s")
 
 

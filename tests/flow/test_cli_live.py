@@ -33,6 +33,28 @@ async def test_submit_wait_fails_when_the_job_fails(make_settings: Any) -> None:
     assert result.exit_code == 1 and "failed" in result.output
 
 
+async def test_status_follow_exits_1_when_the_job_fails_and_a_plain_status_read_does_not(make_settings: Any) -> None:
+    async with stack(make_settings(), yard) as s, serve(s.app) as url:
+        job_id = await s.submit([{"type": "demo.fail"}])
+        followed = await invoke("status", job_id, "--follow", "--url", url, "--timeout", "60")
+        read = await invoke("status", job_id, "--url", url)
+    assert followed.exit_code == 1 and f"job {job_id}: failed" in followed.output, followed.output
+    assert read.exit_code == 0 and f"job {job_id}: failed" in read.output, read.output
+
+
+async def test_following_past_the_timeout_says_so_and_an_unreachable_api_says_that(make_settings: Any) -> None:
+    async with stack(make_settings(), yard) as s, serve(s.app) as url:
+        job_id = await s.submit([{"type": "demo.sleep", "payload": {"seconds": 30}}])
+        late = await invoke("status", job_id, "--follow", "--url", url, "--timeout", "0.5")
+        waited = await invoke("submit", "demo.sleep", "--payload", '{"seconds": 30}', "--wait", "--url", url,
+                              "--timeout", "0.5")  # fmt: skip
+    gone = await invoke("status", job_id, "--follow", "--url", url, "--timeout", "1.5")  # the API has stopped
+    assert late.exit_code == 1 and f"job {job_id} not final after 0.5s" in late.output, late.output
+    assert "is the API running" not in late.output
+    assert waited.exit_code == 1 and "not final after 0.5s" in waited.output, waited.output
+    assert gone.exit_code == 1 and f"is the API running at {url}?" in gone.output, gone.output
+
+
 async def test_top_once_lists_queues_and_workers(make_settings: Any) -> None:
     async with stack(make_settings(presence_interval=0.1), yard) as s, serve(s.app) as url:
         await s.wait(await s.submit([{"type": "demo.noop"}]))
