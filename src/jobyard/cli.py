@@ -359,6 +359,8 @@ def submit(
     api_key: ApiKey = None,
 ) -> None:
     """Submit a job of COUNT actions of TYPE; prints the job id."""
+    import httpx
+
     data = _payload(payload)
     try:
         with _client(url, api_key) as client:
@@ -371,7 +373,7 @@ def submit(
     except (ClientError, TimeoutError) as exc:  # TimeoutError: the job was not final in time (the API answered)
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    except OSError as exc:
+    except (OSError, httpx.HTTPError) as exc:
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
 
@@ -420,13 +422,15 @@ def _payload(payload: str | None) -> Any:
 
 
 def _call_api(url: str, api_key: str | None, call: Callable[[Any], Any]) -> Any:
+    import httpx
+
     try:
         with _client(url, api_key) as client:
             return call(client)
     except ClientError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    except OSError as exc:
+    except (OSError, httpx.HTTPError) as exc:  # httpx's transport errors are not OSErrors
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from jobyard.cli import app
 from jobyard.demo import yard
 from tests.harness import stack
 from tests.liveclient import serve
+from tests.processes import free_port
 
 
 async def invoke(*args: str) -> Any:
@@ -65,3 +67,26 @@ async def test_top_once_lists_queues_and_workers(make_settings: Any) -> None:
         result = await invoke("top", "--once", "--url", url)
     assert result.exit_code == 0, result.output
     assert "default" in result.output and "test-worker-0" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["submit", "demo.noop"],
+        ["submit", "demo.noop", "--wait"],
+        ["status", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
+        ["status", "01a234df-7aeb-71e9-8620-1b5f8e7cf004", "--follow", "--timeout", "0.5"],
+        ["cancel", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
+        ["retry", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
+        ["replay", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
+        ["dead-letters"],
+        ["top", "--once"],
+    ],
+    ids=["submit", "submit --wait", "status", "status --follow", "cancel", "retry", "replay", "dead-letters", "top"],
+)
+def test_every_command_that_calls_the_api_says_when_it_cannot_reach_it(command: list[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(app, [*command, "--url", url])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1].endswith(f"(is the API running at {url}?)"), result.output
+    assert "Traceback" not in result.output
