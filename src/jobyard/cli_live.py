@@ -127,12 +127,13 @@ def follow_job(
     deadline = time.monotonic() + timeout
     last_id: str | None = None
     unreachable: httpx.TransportError | None = None
-    timeouts = httpx.Timeout(10.0, read=60.0)
-    with httpx.Client(base_url=base_url, timeout=timeouts, headers=auth_headers(api_key)) as http, bars.progress:
-        while time.monotonic() < deadline:
+    with httpx.Client(base_url=base_url, headers=auth_headers(api_key)) as http, bars.progress:
+        while (left := deadline - time.monotonic()) > 0:
             headers = {"Last-Event-ID": last_id} if last_id else {}
+            # A quiet stream (only heartbeats, every JOBYARD_STREAM_HEARTBEAT seconds) must not outlast the deadline.
+            timeouts = httpx.Timeout(10.0, read=min(60.0, left))
             try:
-                with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers) as response:
+                with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers, timeout=timeouts) as response:
                     unreachable = None
                     if response.is_error:
                         response.read()
@@ -145,9 +146,13 @@ def follow_job(
                             return final
                         if time.monotonic() > deadline:
                             break
+            except httpx.ReadTimeout as exc:
+                if time.monotonic() < deadline:  # no event nor heartbeat for a minute: the API is stuck
+                    unreachable = exc
             except httpx.TransportError as exc:
                 unreachable = exc
-                time.sleep(1.0)  # the API restarted or the network blipped: resume after the last event
+                # The API restarted or the network blipped: resume after the last event, within the deadline.
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     if unreachable is not None:
         raise ConnectionError(f"{unreachable} (job {job_id} followed for {timeout:g}s)") from unreachable
     raise TimeoutError(f"job {job_id} not final after {timeout:g}s")

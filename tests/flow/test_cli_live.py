@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from jobyard import ActionContext, Yard
 from jobyard.cli import app
 from jobyard.demo import yard
 from tests.harness import stack
@@ -55,6 +57,25 @@ async def test_following_past_the_timeout_says_so_and_an_unreachable_api_says_th
     assert "is the API running" not in late.output
     assert waited.exit_code == 1 and "not final after 0.5s" in waited.output, waited.output
     assert gone.exit_code == 1 and f"is the API running at {url}?" in gone.output, gone.output
+
+
+quiet = Yard()
+
+
+@quiet.action("quiet.sleep")
+async def _quiet_sleep(ctx: ActionContext, payload: Any) -> None:
+    await asyncio.sleep(30)  # no progress: the job's stream carries nothing but heartbeats meanwhile
+
+
+async def test_a_follow_of_a_quiet_job_ends_at_its_timeout_not_at_the_next_heartbeat(make_settings: Any) -> None:
+    async with stack(make_settings(stream_heartbeat=60.0), quiet) as s, serve(s.app) as url:
+        job_id = await s.submit([{"type": "quiet.sleep"}])
+        began = time.monotonic()
+        late = await invoke("status", job_id, "--follow", "--url", url, "--timeout", "1")
+        took = time.monotonic() - began
+        await s.http.post(f"/api/jobs/{job_id}/cancel")
+    assert late.exit_code == 1 and f"job {job_id} not final after 1s" in late.output, late.output
+    assert took < 30, took  # the next heartbeat would have come after 60 s
 
 
 async def test_top_once_lists_queues_and_workers(make_settings: Any) -> None:
