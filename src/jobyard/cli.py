@@ -16,7 +16,7 @@ import typer
 
 from jobyard.cli_keys import keys_app
 from jobyard.config import Settings, set_process_name
-from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError
+from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from jobyard.sdk import Yard
@@ -112,21 +112,25 @@ async def _until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
     await stop()
 
 
-def _check_auth_policy(settings: Settings, *, migrate: bool) -> None:
-    """Refuse to start before binding when the auth policy forbids it (the lifespan checks again)."""
+def _preflight(settings: Settings, *, migrate: bool) -> None:
+    """Refuse to start before binding: the store is unreachable, or the auth policy forbids serving (the lifespan
+    checks both again). One line and exit 2, not the traceback of a failed start-up."""
     from jobyard.api.auth import auth_policy_problem, is_loopback
 
-    if settings.auth != "auto" or is_loopback(settings.host):
-        return
+    check_policy = settings.auth == "auto" and not is_loopback(settings.host)
 
     async def main() -> None:
         from jobyard.store import create_repository
 
         repo = create_repository(settings)
+        problem = None
         try:
-            if migrate:
-                await repo.migrate()
-            problem = auth_policy_problem(settings, await repo.any_active_api_key())
+            if not check_policy:
+                await repo.ping()
+            else:
+                if migrate:
+                    await repo.migrate()
+                problem = auth_policy_problem(settings, await repo.any_active_api_key())
         finally:
             await repo.close()
         if problem is not None:
@@ -135,16 +139,17 @@ def _check_auth_policy(settings: Settings, *, migrate: bool) -> None:
     try:
         asyncio.run(main())
     except JobyardError as exc:
-        hint = " (has `jobyard migrate` run?)" if isinstance(exc, StoreError) else ""
+        unmigrated = isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailable)
+        hint = " (has `jobyard migrate` run?)" if unmigrated else ""
         typer.secho(f"error: {exc}{hint}", fg="red", err=True)
         raise typer.Exit(2) from exc
 
 
 def _ready_to_serve(settings: Settings, *, migrate: bool) -> Yard:
-    """The app's yard, once the auth policy allows serving; a refusal or an app that does not load exits with 2."""
+    """The app's yard, once ``_preflight`` passed; a refusal or an app that does not load exits with 2."""
     from jobyard.sdk import load_yard
 
-    _check_auth_policy(settings, migrate=migrate)
+    _preflight(settings, migrate=migrate)
     try:
         return load_yard(settings.app)
     except ConfigurationError as exc:

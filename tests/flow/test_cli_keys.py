@@ -1,5 +1,5 @@
 """`jobyard keys …` against an embedded store; `jobyard api` and `dev` refusing to start: a non-loopback bind
-without keys, an app that does not load."""
+without keys, an app that does not load, an unreachable database."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.processes import ROOT, free_port
 
@@ -19,8 +21,8 @@ def _jobyard(
         JOBYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'jobyard.db'}",
         JOBYARD_LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
-        **(env or {}),
     )
+    environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "jobyard", *args],
         env=environ,
@@ -63,12 +65,28 @@ def test_dev_refuses_too_on_a_fresh_store(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "refusing to serve on 0.0.0.0" in refused.stderr
 
 
-def test_an_app_that_does_not_load_is_one_line_before_any_banner(tmp_path: Path) -> None:
-    env = {"JOBYARD_APP": "no_such_module:yard"}
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        (
+            "JOBYARD_APP",
+            "no_such_module:yard",
+            "JOBYARD_APP='no_such_module:yard': cannot import 'no_such_module': No module named 'no_such_module'",
+        ),
+        (
+            "JOBYARD_DATABASE_URL",
+            "postgresql://postgres@127.0.0.1:{port}/nothing",  # nothing listens there
+            "the database is unreachable; check JOBYARD_DATABASE_URL and that the server is running",
+        ),
+    ],
+    ids=["an app that does not load", "an unreachable database"],
+)
+def test_a_start_that_cannot_succeed_is_one_line_before_any_banner(
+    tmp_path: Path, setting: str, value: str, error: str
+) -> None:
+    env = {setting: value.format(port=free_port())}
     for command in ("dev", "api"):
-        refused = _jobyard(tmp_path, command, "--port", str(free_port()), timeout=30, env=env)
+        refused = _jobyard(tmp_path, command, "--port", str(free_port()), timeout=60, env=env)
         assert refused.returncode == 2, refused.stderr
-        assert refused.stderr.strip().splitlines() == [
-            "error: JOBYARD_APP='no_such_module:yard': cannot import 'no_such_module': No module named 'no_such_module'"
-        ]
+        assert refused.stderr.strip().splitlines() == [f"error: {error}"]
         assert "jobyard dev:" not in refused.stdout
