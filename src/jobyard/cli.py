@@ -6,10 +6,11 @@ Every flag also reads a ``JOBYARD_*`` environment variable; flags win.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -364,10 +365,8 @@ def submit(
     api_key: ApiKey = None,
 ) -> None:
     """Submit a job of COUNT actions of TYPE; prints the job id."""
-    import httpx
-
     data = _payload(payload)
-    try:
+    with _api_errors(url):
         with _client(url, api_key) as client:
             job_id = client.submit([{"type": action_type, "payload": data}] * count, name=name)
             typer.echo(job_id)
@@ -375,12 +374,6 @@ def submit(
             from jobyard.cli_live import follow_job
 
             _print_final(follow_job(url, job_id, timeout=timeout, api_key=api_key))
-    except (ClientError, TimeoutError) as exc:  # TimeoutError: the job was not final in time (the API answered)
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
-    except (OSError, httpx.HTTPError) as exc:
-        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
-        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -399,9 +392,7 @@ def status(
     api_key: ApiKey = None,
 ) -> None:
     """Show a job's status, progress and each action's state (live with --follow)."""
-    import httpx  # here, not at the top: a worker process (started by this CLI) never needs it
-
-    try:
+    with _api_errors(url):
         if follow:
             from jobyard.cli_live import follow_job
 
@@ -409,12 +400,6 @@ def status(
             return
         with _client(url, api_key) as client:
             _print_status(client.status(job_id))
-    except (ClientError, TimeoutError) as exc:  # TimeoutError: the job was not final in time (the API answered)
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
-    except (OSError, httpx.HTTPError) as exc:
-        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
-        raise typer.Exit(1) from exc
 
 
 def _payload(payload: str | None) -> Any:
@@ -426,18 +411,25 @@ def _payload(payload: str | None) -> Any:
         raise typer.Exit(2) from exc
 
 
-def _call_api(url: str, api_key: str | None, call: Callable[[Any], Any]) -> Any:
-    import httpx
+@contextlib.contextmanager
+def _api_errors(url: str) -> Iterator[None]:
+    """A call of the API that fails ends the command with one line and exit 1: the API's refusal, or a follow that
+    ran out of time (``TimeoutError``, the API answered), as they are; an API that cannot be reached with a hint."""
+    import httpx  # here, not at the top: a worker process (started by this CLI) never needs it
 
     try:
-        with _client(url, api_key) as client:
-            return call(client)
-    except ClientError as exc:
+        yield
+    except (ClientError, TimeoutError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
     except (OSError, httpx.HTTPError) as exc:  # httpx's transport errors are not OSErrors
         typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
         raise typer.Exit(1) from exc
+
+
+def _call_api(url: str, api_key: str | None, call: Callable[[Any], Any]) -> Any:
+    with _api_errors(url), _client(url, api_key) as client:
+        return call(client)
 
 
 @app.command()
@@ -494,17 +486,10 @@ def top(
     api_key: ApiKey = None,
 ) -> None:
     """Queues, throughput and workers, live in the terminal (Ctrl-C to quit)."""
-    import httpx
-
     from jobyard.cli_live import run_top
 
-    try:
+    with _api_errors(url), contextlib.suppress(KeyboardInterrupt):
         run_top(url, interval=interval, once=once, api_key=api_key)
-    except KeyboardInterrupt:
-        pass
-    except httpx.HTTPError as exc:
-        typer.secho(f"error: {exc} (is the API running at {url}?)", fg="red", err=True)
-        raise typer.Exit(1) from exc
 
 
 schedules_app = typer.Typer(help="Cron and interval schedules that submit a job each time they fire.")
