@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import shlex
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +19,7 @@ import typer
 from jobyard.cli_keys import keys_app
 from jobyard.config import Settings, set_process_name
 from jobyard.errors import ClientError, ConfigurationError, JobyardError, StoreError, StoreUnavailable
+from jobyard.model import JobStatus
 
 if TYPE_CHECKING:
     from jobyard.sdk import Yard
@@ -402,6 +404,45 @@ def status(
             _print_status(client.status(job_id))
 
 
+def _when(stamp: str | None) -> str:
+    """An API timestamp to the second, as the terminal shows it (``2026-12-02 05:48:37``, UTC)."""
+    if not stamp:
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def jobs(
+    status: Annotated[JobStatus | None, typer.Option(case_sensitive=False, help="only jobs with this status")] = None,
+    search: Annotated[str | None, typer.Option(help="a job id, or text the job's name contains")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="most jobs to show")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="go on from here (the id a previous page ended with)")] = None,
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """List jobs, newest first: status, progress, when each was created (UTC) and its name."""
+    wanted = status.value if status else None
+    page = _call_api(url, api_key, lambda c: c.jobs(status=wanted, search=search, limit=limit, cursor=cursor))
+    if not page["items"]:
+        typer.echo(f"no {wanted} jobs" if wanted else "no jobs")
+    for job in page["items"]:
+        counters = job["counters"]
+        done = f"{counters['succeeded']}/{counters['total']} succeeded"
+        if counters["failed"]:
+            done += f", {counters['failed']} failed"
+        if counters["cancelled"]:
+            done += f", {counters['cancelled']} cancelled"
+        line = f"{job['id']}  {job['status']:<10} {counters['percent']:>3.0f}%  {_when(job['created_at'])}  {done:<28}"
+        typer.echo(f"{line} {job.get('name') or ''}".rstrip())
+    if page["next_cursor"]:  # on stderr: the list on stdout stays one job a line, for scripts
+        more = [f"--status {wanted}"] if wanted else []
+        more += [f"--search {shlex.quote(search)}"] if search else []
+        more += [f"--limit {limit}", f"--cursor {page['next_cursor']}"]
+        typer.echo(f"more: jobyard jobs {' '.join(more)}", err=True)
+
+
 def _payload(payload: str | None) -> Any:
     """The ``--payload`` option as JSON (None when absent); exit 2 with the parser's message when malformed."""
     try:
@@ -497,7 +538,7 @@ app.add_typer(schedules_app, name="schedules")
 
 
 def _print_schedule(item: dict[str, Any]) -> None:
-    state = "paused" if item["paused"] else f"next {item['next_fire_at']}"
+    state = "paused" if item["paused"] else f"next {_when(item['next_fire_at'])} UTC"
     types = ", ".join(a["type"] for a in item["job"].get("actions", []))
     typer.echo(
         f"{item['id']}  {item['name']:<24} {item['description']:<28} {state}  [{types}]  missed={item['missed']}"

@@ -103,6 +103,21 @@ class Client:
         data = _checked(self._http.post("/api/jobs:batch", json={"jobs": jobs}, headers=headers))
         return [str(job["id"]) for job in data["jobs"]]
 
+    def jobs(
+        self, *, status: str | None = None, search: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of jobs, newest first: ``{"items": [...], "next_cursor": id | None}``.
+
+        ``status`` keeps one status (``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled``); ``search``
+        is a job id or text the name contains; pass the page's ``next_cursor`` back as ``cursor`` for the next one.
+        """
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("status", status), ("q", search), ("cursor", cursor)):
+            if value:
+                params[name] = value
+        page: dict[str, Any] = _checked(self._http.get("/api/jobs", params=params))
+        return page
+
     def status(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = _checked(self._http.get(f"/api/jobs/{job_id}/status"))
         return result

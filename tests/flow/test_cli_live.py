@@ -1,8 +1,9 @@
-"""The terminal's live views against a served API: `status --follow`, `submit --wait`, `top --once`."""
+"""The terminal against a served API: `jobs`, `status --follow`, `submit --wait`, `top --once`, errors."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -59,6 +60,49 @@ async def test_following_past_the_timeout_says_so_and_an_unreachable_api_says_th
     assert gone.exit_code == 1 and f"is the API running at {url}?" in gone.output, gone.output
 
 
+async def test_jobs_lists_newest_first_filters_and_pages(make_settings: Any) -> None:
+    async with stack(make_settings(), yard) as s, serve(s.app) as url:
+        alpha = await s.submit([{"type": "demo.noop"}], name="alpha")
+        beta = await s.submit([{"type": "demo.fail"}, {"type": "demo.noop"}], name="beta")
+        gamma = await s.submit([{"type": "demo.noop"}], name="gamma")
+        for job_id in (alpha, beta, gamma):
+            await s.wait(job_id)
+        listed = await invoke("jobs", "--url", url)
+        failed = await invoke("jobs", "--status", "failed", "--url", url)
+        first = await invoke("jobs", "--limit", "2", "--url", url)
+        second = await invoke("jobs", "--limit", "2", "--cursor", beta, "--url", url)
+        found = await invoke("jobs", "--search", "amm", "--url", url)
+        none = await invoke("jobs", "--status", "cancelled", "--url", url)
+    lines = listed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [gamma, beta, alpha], listed.output
+    assert lines[1].split()[1] == "failed" and "1/2 succeeded, 1 failed" in lines[1] and lines[1].endswith("beta")
+    assert [line.split()[0] for line in failed.stdout.splitlines()] == [beta], failed.output
+    assert [line.split()[0] for line in first.stdout.splitlines()] == [gamma, beta], first.output
+    assert first.stderr.strip() == f"more: jobyard jobs --limit 2 --cursor {beta}", first.stderr
+    assert [line.split()[0] for line in second.stdout.splitlines()] == [alpha] and not second.stderr, second.output
+    assert [line.split()[0] for line in found.stdout.splitlines()] == [gamma], found.output
+    assert none.stdout.strip() == "no cancelled jobs", none.output
+    assert all(r.exit_code == 0 for r in (listed, failed, first, second, found, none))
+
+
+async def test_schedules_from_create_to_delete(make_settings: Any) -> None:
+    async with stack(make_settings(), yard) as s, serve(s.app) as url:
+        created = await invoke("schedules", "create", "hourly", "--action", "demo.noop", "--every", "1h", "--url", url)
+        schedule_id = created.stdout.split()[0]
+        paused = await invoke("schedules", "pause", schedule_id, "--url", url)
+        listed = await invoke("schedules", "list", "--url", url)
+        resumed = await invoke("schedules", "resume", schedule_id, "--url", url)
+        neither = await invoke("schedules", "create", "never", "--action", "demo.noop", "--url", url)
+        deleted = await invoke("schedules", "delete", schedule_id, "--url", url)
+        left = await invoke("schedules", "list", "--url", url)
+    assert created.exit_code == 0 and "every 1h" in created.stdout and "[demo.noop]" in created.stdout, created.output
+    assert re.search(r" next \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC ", created.stdout), created.stdout  # to the second
+    assert " paused " in paused.stdout and listed.stdout.split()[0] == schedule_id and " paused " in listed.stdout
+    assert " next " in resumed.stdout and resumed.exit_code == 0, resumed.output
+    assert neither.exit_code == 1 and "give exactly one of cron and every" in neither.output, neither.output
+    assert deleted.exit_code == 0 and left.stdout.strip() == "no schedules", (deleted.output, left.output)
+
+
 quiet = Yard()
 
 
@@ -102,8 +146,10 @@ async def test_top_once_lists_queues_and_workers(make_settings: Any) -> None:
         ["replay", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
         ["dead-letters"],
         ["top", "--once"],
+        ["jobs"],
+        ["schedules", "list"],
     ],
-    ids=["submit", "submit --wait", "status", "status --follow", "cancel", "retry", "replay", "dead-letters", "top"],
+    ids=" ".join,
 )
 def test_every_command_that_calls_the_api_says_when_it_cannot_reach_it(command: list[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
