@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -277,3 +278,40 @@ async def test_dashboard_pages_list_schedules_webhooks_and_deliveries(make_setti
     assert 'data-schedule-do="pause"' in schedules
     assert rec.url() in webhooks and "job.created" in webhooks and "delivered" in webhooks
     assert "No deliveries with status failed" in failed_only
+
+
+def _timestamps(value: Any) -> list[str]:
+    """Every string in a JSON document that reads as an ISO date and time."""
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _timestamps(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _timestamps(v)]
+    return [value] if isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", value) else []
+
+
+async def test_every_time_the_api_answers_with_carries_its_time_zone(make_settings: Any) -> None:
+    # SQLite stores times without their zone; every answer must still say UTC, as on PostgreSQL.
+    settings = _settings(make_settings, webhook_secret=SECRET, webhook_allow_private=True)
+    async with stack(settings, demo_yard) as s, receiver() as rec:
+        hook = (await s.http.post("/api/webhooks", json={"url": rec.url(), "events": ["job.completed"]})).json()
+        job_id = await s.submit([{"type": "demo.noop"}], webhook_url=rec.url("/job"))
+        await s.wait(job_id)
+        await rec.wait_for(2)
+        schedule = (await s.http.post("/api/schedules", json={"name": "t", "every": "1h", "job": {"actions": [
+            {"type": "demo.noop"}]}})).json()  # fmt: skip
+        answers = [hook, schedule]
+        for path in (
+            "/api/jobs", f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/status", "/api/webhooks",
+            f"/api/webhooks/{hook['id']}", "/api/webhooks/deliveries", "/api/schedules",
+            f"/api/schedules/{schedule['id']}", "/api/audit",
+        ):  # fmt: skip
+            response = await s.http.get(path)
+            assert response.status_code == 200, (path, response.text)
+            answers.append(response.json())
+        answers.append((await s.http.patch(f"/api/webhooks/{hook['id']}", json={"active": False})).json())
+        key = (await s.http.post("/api/keys", json={"name": "k", "scopes": ["admin"]})).json()  # keys required now
+        keys = await s.http.get("/api/keys", headers={"Authorization": f"Bearer {key['key']}"})
+        answers += [key, keys.json()]
+    stamps = [t for answer in answers for t in _timestamps(answer)]
+    assert len(stamps) > 20, stamps
+    assert [t for t in stamps if not t.endswith(("+00:00", "Z"))] == []

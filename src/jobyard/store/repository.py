@@ -195,6 +195,13 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _webhook(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    """A webhook endpoint's row as a dict, its time zone-aware on SQLite too (which stores naive UTC times)."""
+    values = dict(row._mapping)
+    values["created_at"] = _utc(values["created_at"])
+    return values
+
+
 def _job(row: Row[*tuple[Any, ...]]) -> JobRecord:
     return JobRecord(
         id=row.id,
@@ -1683,18 +1690,18 @@ class Repository:
     # --- webhooks -----------------------------------------------------------------------------------
     async def create_webhook(self, values: dict[str, Any]) -> dict[str, Any]:
         async with self._tx() as conn:
-            return dict((await conn.execute(q.INSERT_WEBHOOK.values(created_at=db_now()), [values])).one()._mapping)
+            return _webhook((await conn.execute(q.INSERT_WEBHOOK.values(created_at=db_now()), [values])).one())
 
     async def list_webhooks(self, tenant_id: str) -> list[dict[str, Any]]:
         async with self._tx() as conn:
-            return [dict(r._mapping) for r in await conn.execute(q.LIST_WEBHOOKS, {"p_tenant": tenant_id})]
+            return [_webhook(r) for r in await conn.execute(q.LIST_WEBHOOKS, {"p_tenant": tenant_id})]
 
     async def get_webhook(self, tenant_id: str, webhook_id: UUID) -> dict[str, Any]:
         async with self._tx() as conn:
             row = (await conn.execute(q.SELECT_WEBHOOK, {"p_id": webhook_id, "p_tenant": tenant_id})).first()
         if row is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        return dict(row._mapping)
+        return _webhook(row)
 
     async def set_webhook_active(self, tenant_id: str, webhook_id: UUID, active: bool) -> dict[str, Any]:
         params = {"p_id": webhook_id, "p_tenant": tenant_id, "p_active": active}
@@ -1702,7 +1709,7 @@ class Repository:
             row = (await conn.execute(q.SET_WEBHOOK_ACTIVE, params)).first()
         if row is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        return dict(row._mapping)
+        return _webhook(row)
 
     async def delete_webhook(self, tenant_id: str, webhook_id: UUID) -> None:
         async with self._tx() as conn:
