@@ -340,7 +340,7 @@ def _print_status(status: dict[str, Any]) -> None:
     typer.echo(f"job {status['id']}: {status['status']}  {progress['percent']:.0f}%  "
                f"({progress['succeeded']} succeeded, {progress['failed']} failed of {progress['total']})")  # fmt: skip
     for action in status["actions"]:
-        line = f"  {action['status']:<10} {action['type']:<28} attempts={action['attempts']}"
+        line = f"  {action['id']}  {action['status']:<10} {action['type']:<28} attempts={action['attempts']}"
         if action.get("error"):
             line += f"  error: {action['error'].splitlines()[0][:100]}"
         typer.echo(line)
@@ -390,10 +390,13 @@ def status(
         ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to follow at most (then exit 1)")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the API's answer as JSON (not with --follow)")] = False,
     url: ApiUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
 ) -> None:
-    """Show a job's status, progress and each action's state (live with --follow)."""
+    """Show a job's status, progress and each action's id and state (live with --follow)."""
+    if follow and as_json:
+        raise typer.BadParameter("--json shows one reading; it does not go with --follow", param_hint="--json")
     with _api_errors(url):
         if follow:
             from jobyard.cli_live import follow_job
@@ -401,7 +404,26 @@ def status(
             _print_final(follow_job(url, job_id, timeout=timeout, api_key=api_key))
             return
         with _client(url, api_key) as client:
-            _print_status(client.status(job_id))
+            answer = client.status(job_id)
+        if as_json:
+            _print_json(answer)
+        else:
+            _print_status(answer)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def result(action_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """Print an action's result as JSON; exit 1 while it has none (not succeeded), saying why."""
+    answer = _call_api(url, api_key, lambda c: c.result(action_id))
+    if answer["status"] != "succeeded":
+        reason = f": {answer['error'].splitlines()[0]}" if answer.get("error") else ": no result yet"
+        typer.echo(f"action {action_id} is {answer['status']}{reason}", err=True)
+        raise typer.Exit(1)
+    _print_json(answer["result"])
 
 
 def _when(stamp: str | None) -> str:
@@ -419,12 +441,16 @@ def jobs(
     search: Annotated[str | None, typer.Option(help="a job id, or text the job's name contains")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="most jobs to show")] = 20,
     cursor: Annotated[str | None, typer.Option(help="go on from here (the id a previous page ended with)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the API's page as JSON")] = False,
     url: ApiUrl = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
 ) -> None:
     """List jobs, newest first: status, progress, when each was created (UTC) and its name."""
     wanted = status.value if status else None
     page = _call_api(url, api_key, lambda c: c.jobs(status=wanted, search=search, limit=limit, cursor=cursor))
+    if as_json:
+        _print_json(page)
+        return
     if not page["items"]:
         typer.echo(f"no {wanted} jobs" if wanted else "no jobs")
     for job in page["items"]:

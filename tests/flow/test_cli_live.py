@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from jobyard import ActionContext, Yard
+from jobyard import ActionContext, Yard, jsonutil
 from jobyard.cli import app
 from jobyard.demo import yard
 from tests.harness import stack
@@ -85,6 +86,31 @@ async def test_jobs_lists_newest_first_filters_and_pages(make_settings: Any) -> 
     assert all(r.exit_code == 0 for r in (listed, failed, first, second, found, none))
 
 
+async def test_status_names_each_action_and_result_prints_its_value_or_why_there_is_none(make_settings: Any) -> None:
+    async with stack(make_settings(), yard) as s, serve(s.app) as url:
+        job_id = await s.submit([
+            {"type": "demo.noop", "payload": {"device": "olt-001"}},
+            {"type": "demo.fail", "max_attempts": 1},
+        ])  # fmt: skip
+        await s.wait(job_id)
+        api_status = await s.status(job_id)
+        shown = await invoke("status", job_id, "--url", url)
+        as_json = await invoke("status", job_id, "--json", "--url", url)
+        both = await invoke("status", job_id, "--json", "--follow", "--url", url)
+        listed = await invoke("jobs", "--json", "--url", url)
+        noop, fail = (a["id"] for a in api_status["actions"])
+        value = await invoke("result", noop, "--url", url)
+        none = await invoke("result", fail, "--url", url)
+    lines = shown.stdout.splitlines()[1:]
+    assert [line.split()[:2] for line in lines] == [[noop, "succeeded"], [fail, "failed"]], shown.output
+    assert json.loads(as_json.stdout) == jsonutil.loads(jsonutil.dumps(api_status)), as_json.output
+    assert both.exit_code == 2 and "does not go with" in both.output, both.output  # (Rich wraps the rest)
+    assert [job["id"] for job in json.loads(listed.stdout)["items"]] == [job_id], listed.output
+    assert value.exit_code == 0 and json.loads(value.stdout) == {"device": "olt-001"}, value.output
+    assert none.exit_code == 1 and none.stdout == "", none.output
+    assert none.stderr.startswith(f"action {fail} is failed: jobyard.demo."), none.stderr
+
+
 async def test_schedules_from_create_to_delete(make_settings: Any) -> None:
     async with stack(make_settings(), yard) as s, serve(s.app) as url:
         created = await invoke("schedules", "create", "hourly", "--action", "demo.noop", "--every", "1h", "--url", url)
@@ -148,6 +174,7 @@ async def test_top_once_lists_queues_and_workers(make_settings: Any) -> None:
         ["top", "--once"],
         ["jobs"],
         ["schedules", "list"],
+        ["result", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
     ],
     ids=" ".join,
 )
