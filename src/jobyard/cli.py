@@ -630,6 +630,84 @@ def schedules_delete(schedule_id: str, url: ApiUrl = "http://127.0.0.1:8000", ap
     typer.echo(f"schedule {schedule_id} deleted")
 
 
+webhooks_app = typer.Typer(help="Webhook endpoints for the tenant's domain events, and their delivery log.")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+def _print_webhook(item: dict[str, Any]) -> None:
+    state = "active" if item["active"] else "disabled"
+    line = f"{item['id']}  {state:<8} {item['url']}  [{', '.join(item['events'])}]"
+    typer.echo(f"{line}  {item['description']}" if item.get("description") else line)
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    target: Annotated[str, typer.Argument(metavar="URL", help="where to POST each event (http or https)")],
+    events: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event", help="job.created, job.ready, job.completed or action.failed (repeat; default job.completed)"
+        ),
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="a note for whoever reads the list")] = None,
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """Register a webhook endpoint; prints it and its signing secret, which is shown this once."""
+    made = _call_api(url, api_key, lambda c: c.create_webhook(target, events=events, description=description))
+    _print_webhook(made)
+    typer.echo(f"secret: {made['secret']}  (shown this once: verify each request's Jobyard-Signature with it)")
+
+
+@webhooks_app.command("list")
+def webhooks_list(url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """List the webhook endpoints (without their secrets)."""
+    items = _call_api(url, api_key, lambda c: c.webhooks())
+    if not items:
+        typer.echo("no webhooks")
+    for item in items:
+        _print_webhook(item)
+
+
+@webhooks_app.command("disable")
+def webhooks_disable(webhook_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """Stop sending events to an endpoint (deliveries already due are still tried)."""
+    _print_webhook(_call_api(url, api_key, lambda c: c.set_webhook_active(webhook_id, False)))
+
+
+@webhooks_app.command("enable")
+def webhooks_enable(webhook_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """Send events to an endpoint again, from now on."""
+    _print_webhook(_call_api(url, api_key, lambda c: c.set_webhook_active(webhook_id, True)))
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(webhook_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """Delete a webhook endpoint."""
+    _call_api(url, api_key, lambda c: c.delete_webhook(webhook_id))
+    typer.echo(f"webhook {webhook_id} deleted")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    status: Annotated[str | None, typer.Option(help="pending, delivered or failed")] = None,
+    webhook: Annotated[str | None, typer.Option(help="only this endpoint's (its id)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="most deliveries to show")] = 20,
+    url: ApiUrl = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """The delivery log, newest first: each event sent, its attempts, the last answer and error."""
+    page = _call_api(url, api_key, lambda c: c.webhook_deliveries(status=status, webhook_id=webhook, limit=limit))
+    if not page["items"]:
+        typer.echo("no deliveries")
+    for item in page["items"]:
+        answer = f"HTTP {item['response_code']}" if item.get("response_code") else "no answer"
+        line = f"{item['id']}  {item['status']:<9} {item['event_type']:<13} attempts={item['attempts']}  {answer}"
+        if item.get("last_error"):
+            line += f"  {item['last_error'].splitlines()[0][:80]}"
+        typer.echo(f"{line}  {item['url']}")
+
+
 def main() -> None:
     app()
 

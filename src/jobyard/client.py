@@ -172,6 +172,39 @@ class Client:
     def delete_schedule(self, schedule_id: str) -> None:
         _checked(self._http.delete(f"/api/schedules/{schedule_id}"))
 
+    def create_webhook(
+        self, url: str, *, events: list[str] | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """Register an endpoint for the tenant's domain events (``job.completed`` by default); the answer carries its
+        signing ``secret``, which is shown this once."""
+        body: dict[str, Any] = {"url": url, "description": description}
+        if events:
+            body["events"] = events
+        result: dict[str, Any] = _checked(self._http.post("/api/webhooks", json=body))
+        return result
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = _checked(self._http.get("/api/webhooks"))["items"]
+        return items
+
+    def set_webhook_active(self, webhook_id: str, active: bool) -> dict[str, Any]:
+        result: dict[str, Any] = _checked(self._http.patch(f"/api/webhooks/{webhook_id}", json={"active": active}))
+        return result
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        _checked(self._http.delete(f"/api/webhooks/{webhook_id}"))
+
+    def webhook_deliveries(
+        self, *, status: str | None = None, webhook_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the delivery log, newest first: ``{"items": [...], "next_cursor": id | None}``."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("status", status), ("webhook_id", webhook_id), ("cursor", cursor)):
+            if value:
+                params[name] = value
+        page: dict[str, Any] = _checked(self._http.get("/api/webhooks/deliveries", params=params))
+        return page
+
     def wait(self, job_id: str, *, timeout: float = 300.0, interval: float = 0.2) -> dict[str, Any]:
         """Poll until the job is final; returns its last status. Raises ``TimeoutError`` after ``timeout``."""
         deadline = time.monotonic() + timeout

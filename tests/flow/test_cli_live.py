@@ -17,6 +17,7 @@ from jobyard.demo import yard
 from tests.harness import stack
 from tests.liveclient import serve
 from tests.processes import free_port
+from tests.webhook_receiver import receiver
 
 
 async def invoke(*args: str) -> Any:
@@ -111,6 +112,36 @@ async def test_status_names_each_action_and_result_prints_its_value_or_why_there
     assert none.stderr.startswith(f"action {fail} is failed: jobyard.demo."), none.stderr
 
 
+async def test_webhooks_from_create_to_delete_with_their_delivery_log(make_settings: Any) -> None:
+    async with stack(make_settings(webhook_allow_private=True), yard) as s, serve(s.app) as url, receiver() as rec:
+        created = await invoke("webhooks", "create", rec.url(), "--event", "job.completed", "--event", "action.failed",
+                               "--description", "ops pager", "--url", url)  # fmt: skip
+        webhook_id = created.stdout.split()[0]
+        refused = await invoke("webhooks", "create", "ftp://example.com/x", "--url", url)
+        await s.wait(await s.submit([{"type": "demo.fail", "max_attempts": 1}]))
+        await rec.wait_for(2)
+        for _ in range(100):  # the relay marks a delivery after its answer came
+            deliveries = await invoke("webhooks", "deliveries", "--url", url)
+            if deliveries.stdout.count(" delivered ") == 2:
+                break
+            await asyncio.sleep(0.05)
+        failed = await invoke("webhooks", "deliveries", "--status", "failed", "--url", url)
+        disabled = await invoke("webhooks", "disable", webhook_id, "--url", url)
+        listed = await invoke("webhooks", "list", "--url", url)
+        deleted = await invoke("webhooks", "delete", webhook_id, "--url", url)
+        left = await invoke("webhooks", "list", "--url", url)
+    first = created.stdout.splitlines()[0]
+    assert first == f"{webhook_id}  active   {rec.url()}  [action.failed, job.completed]  ops pager", created.output
+    assert created.stdout.splitlines()[1].startswith("secret: whsec_"), created.output
+    assert refused.exit_code == 1 and "body.url: webhook URL must be http:// or https://" in refused.output
+    lines = deliveries.stdout.splitlines()
+    assert sorted(line.split()[2] for line in lines) == ["action.failed", "job.completed"], deliveries.output
+    assert all(" delivered " in line and "attempts=1  HTTP 200" in line for line in lines), deliveries.output
+    assert failed.stdout.strip() == "no deliveries", failed.output
+    assert f"{webhook_id}  disabled " in disabled.stdout and f"{webhook_id}  disabled " in listed.stdout
+    assert deleted.exit_code == 0 and left.stdout.strip() == "no webhooks", (deleted.output, left.output)
+
+
 async def test_schedules_from_create_to_delete(make_settings: Any) -> None:
     async with stack(make_settings(), yard) as s, serve(s.app) as url:
         created = await invoke("schedules", "create", "hourly", "--action", "demo.noop", "--every", "1h", "--url", url)
@@ -175,6 +206,7 @@ async def test_top_once_lists_queues_and_workers(make_settings: Any) -> None:
         ["jobs"],
         ["schedules", "list"],
         ["result", "01a234df-7aeb-71e9-8620-1b5f8e7cf004"],
+        ["webhooks", "list"],
     ],
     ids=" ".join,
 )
