@@ -451,22 +451,23 @@ def jobs(
     if as_json:
         _print_json(page)
         return
-    if not page["items"]:
-        typer.echo(f"no {wanted} jobs" if wanted else "no jobs")
-    for job in page["items"]:
-        counters = job["counters"]
-        done = f"{counters['succeeded']}/{counters['total']} succeeded"
-        if counters["failed"]:
-            done += f", {counters['failed']} failed"
-        if counters["cancelled"]:
-            done += f", {counters['cancelled']} cancelled"
-        line = f"{job['id']}  {job['status']:<10} {counters['percent']:>3.0f}%  {_when(job['created_at'])}  {done:<28}"
-        typer.echo(f"{line} {job.get('name') or ''}".rstrip())
+    _print_each(page["items"], _print_job, f"no {wanted} jobs" if wanted else "no jobs")
     if page["next_cursor"]:  # on stderr: the list on stdout stays one job a line, for scripts
         more = [f"--status {wanted}"] if wanted else []
         more += [f"--search {shlex.quote(search)}"] if search else []
         more += [f"--limit {limit}", f"--cursor {page['next_cursor']}"]
         typer.echo(f"more: jobyard jobs {' '.join(more)}", err=True)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    counters = job["counters"]
+    done = f"{counters['succeeded']}/{counters['total']} succeeded"
+    if counters["failed"]:
+        done += f", {counters['failed']} failed"
+    if counters["cancelled"]:
+        done += f", {counters['cancelled']} cancelled"
+    line = f"{job['id']}  {job['status']:<10} {counters['percent']:>3.0f}%  {_when(job['created_at'])}  {done:<28}"
+    typer.echo(f"{line} {job.get('name') or ''}".rstrip())
 
 
 def _payload(payload: str | None) -> Any:
@@ -538,11 +539,20 @@ def dead_letters(
 ) -> None:
     """List actions that failed for good (replay them with `jobyard replay ACTION_ID`)."""
     items = _call_api(url, api_key, lambda c: c.dead_letters(queue=queue, type_=action_type, limit=limit))
+    _print_each(items, _print_dead_letter, "no dead letters")
+
+
+def _print_dead_letter(item: dict[str, Any]) -> None:
+    error = item["error"].splitlines()[0][:90] if item.get("error") else ""
+    typer.echo(f"{item['id']}  {item['queue']:<12} {item['type']:<24} attempts={item['attempts']}  {error}")
+
+
+def _print_each(items: list[dict[str, Any]], printer: Callable[[dict[str, Any]], None], none: str) -> None:
+    """Each item a line (``printer``), or ``none`` when there is no item."""
     if not items:
-        typer.echo("no dead letters")
+        typer.echo(none)
     for item in items:
-        error = (item.get("error") or "").splitlines()[0][:90] if item.get("error") else ""
-        typer.echo(f"{item['id']}  {item['queue']:<12} {item['type']:<24} attempts={item['attempts']}  {error}")
+        printer(item)
 
 
 @app.command()
@@ -604,11 +614,7 @@ def schedules_create(
 @schedules_app.command("list")
 def schedules_list(url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """List the schedules."""
-    items = _call_api(url, api_key, lambda c: c.schedules())
-    if not items:
-        typer.echo("no schedules")
-    for item in items:
-        _print_schedule(item)
+    _print_each(_call_api(url, api_key, lambda c: c.schedules()), _print_schedule, "no schedules")
 
 
 @schedules_app.command("pause")
@@ -662,11 +668,7 @@ def webhooks_create(
 @webhooks_app.command("list")
 def webhooks_list(url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
     """List the webhook endpoints (without their secrets)."""
-    items = _call_api(url, api_key, lambda c: c.webhooks())
-    if not items:
-        typer.echo("no webhooks")
-    for item in items:
-        _print_webhook(item)
+    _print_each(_call_api(url, api_key, lambda c: c.webhooks()), _print_webhook, "no webhooks")
 
 
 @webhooks_app.command("disable")
@@ -698,14 +700,15 @@ def webhooks_deliveries(
 ) -> None:
     """The delivery log, newest first: each event sent, its attempts, the last answer and error."""
     page = _call_api(url, api_key, lambda c: c.webhook_deliveries(status=status, webhook_id=webhook, limit=limit))
-    if not page["items"]:
-        typer.echo("no deliveries")
-    for item in page["items"]:
-        answer = f"HTTP {item['response_code']}" if item.get("response_code") else "no answer"
-        line = f"{item['id']}  {item['status']:<9} {item['event_type']:<13} attempts={item['attempts']}  {answer}"
-        if item.get("last_error"):
-            line += f"  {item['last_error'].splitlines()[0][:80]}"
-        typer.echo(f"{line}  {item['url']}")
+    _print_each(page["items"], _print_delivery, "no deliveries")
+
+
+def _print_delivery(item: dict[str, Any]) -> None:
+    answer = f"HTTP {item['response_code']}" if item.get("response_code") else "no answer"
+    line = f"{item['id']}  {item['status']:<9} {item['event_type']:<13} attempts={item['attempts']}  {answer}"
+    if item.get("last_error"):
+        line += f"  {item['last_error'].splitlines()[0][:80]}"
+    typer.echo(f"{line}  {item['url']}")
 
 
 def main() -> None:

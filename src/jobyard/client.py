@@ -111,11 +111,12 @@ class Client:
         ``status`` keeps one status (``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled``); ``search``
         is a job id or text the name contains; pass the page's ``next_cursor`` back as ``cursor`` for the next one.
         """
-        params: dict[str, Any] = {"limit": limit}
-        for name, value in (("status", status), ("q", search), ("cursor", cursor)):
-            if value:
-                params[name] = value
-        page: dict[str, Any] = _checked(self._http.get("/api/jobs", params=params))
+        return self._page("/api/jobs", limit, status=status, q=search, cursor=cursor)
+
+    def _page(self, path: str, limit: int, **filters: str | None) -> dict[str, Any]:
+        """One page of a list endpoint, with the filters that were given (a None or empty one is left out)."""
+        params: dict[str, Any] = {"limit": limit, **{name: value for name, value in filters.items() if value}}
+        page: dict[str, Any] = _checked(self._http.get(path, params=params))
         return page
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -147,12 +148,7 @@ class Client:
         return result
 
     def dead_letters(self, *, queue: str | None = None, type_: str | None = None, limit: int = 100) -> list[Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if queue:
-            params["queue"] = queue
-        if type_:
-            params["type"] = type_
-        items: list[Any] = _checked(self._http.get("/api/dead-letters", params=params))["items"]
+        items: list[Any] = self._page("/api/dead-letters", limit, queue=queue, type=type_)["items"]
         return items
 
     def create_schedule(self, schedule: dict[str, Any]) -> dict[str, Any]:
@@ -198,12 +194,7 @@ class Client:
         self, *, status: str | None = None, webhook_id: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> dict[str, Any]:
         """A page of the delivery log, newest first: ``{"items": [...], "next_cursor": id | None}``."""
-        params: dict[str, Any] = {"limit": limit}
-        for name, value in (("status", status), ("webhook_id", webhook_id), ("cursor", cursor)):
-            if value:
-                params[name] = value
-        page: dict[str, Any] = _checked(self._http.get("/api/webhooks/deliveries", params=params))
-        return page
+        return self._page("/api/webhooks/deliveries", limit, status=status, webhook_id=webhook_id, cursor=cursor)
 
     def wait(self, job_id: str, *, timeout: float = 300.0, interval: float = 0.2) -> dict[str, Any]:
         """Poll until the job is final; returns its last status. Raises ``TimeoutError`` after ``timeout``."""
