@@ -673,19 +673,19 @@ def webhooks_list(url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None)
 
 @webhooks_app.command("disable")
 def webhooks_disable(webhook_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
-    """Stop sending events to an endpoint (deliveries already due are still tried)."""
+    """Stop sending to an endpoint: no new events for it; its pending deliveries wait until it is enabled."""
     _print_webhook(_call_api(url, api_key, lambda c: c.set_webhook_active(webhook_id, False)))
 
 
 @webhooks_app.command("enable")
 def webhooks_enable(webhook_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
-    """Send events to an endpoint again, from now on."""
+    """Send to an endpoint again: its pending deliveries go out, and its events from now on."""
     _print_webhook(_call_api(url, api_key, lambda c: c.set_webhook_active(webhook_id, True)))
 
 
 @webhooks_app.command("delete")
 def webhooks_delete(webhook_id: str, url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
-    """Delete a webhook endpoint."""
+    """Delete a webhook endpoint; its pending deliveries end as failed."""
     _call_api(url, api_key, lambda c: c.delete_webhook(webhook_id))
     typer.echo(f"webhook {webhook_id} deleted")
 

@@ -115,7 +115,9 @@ class WebhookSender:
         code: int | None = None
         error: str | None = None
         final_refusal = False
-        if secret is None:
+        if secret is None and delivery["webhook_id"] is not None:  # deleted since it was claimed
+            error, final_refusal = "the webhook endpoint was deleted", True
+        elif secret is None:
             error, final_refusal = "JOBYARD_WEBHOOK_SECRET is not set: a job's webhook cannot be signed", True
         else:
             try:

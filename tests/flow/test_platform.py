@@ -315,3 +315,36 @@ async def test_every_time_the_api_answers_with_carries_its_time_zone(make_settin
     stamps = [t for answer in answers for t in _timestamps(answer)]
     assert len(stamps) > 20, stamps
     assert [t for t in stamps if not t.endswith(("+00:00", "Z"))] == []
+
+
+async def test_a_disabled_webhook_holds_its_deliveries_and_a_deleted_one_ends_them(make_settings: Any) -> None:
+    settings = _settings(
+        make_settings, webhook_allow_private=True, webhook_max_attempts=50, webhook_retry_base_delay=0.05
+    )
+    async with receiver(status=500) as rec, receiver(status=500) as gone, stack(settings, demo_yard) as s:
+        held = (await s.http.post("/api/webhooks", json={"url": rec.url(), "events": ["job.created"]})).json()
+        dropped = (await s.http.post("/api/webhooks", json={"url": gone.url(), "events": ["job.created"]})).json()
+        await s.submit([{"type": "demo.noop"}])
+        await rec.wait_for(1)  # each delivery failed once: pending, and due again within 0.1 s
+        await gone.wait_for(1)
+        disabled = await s.http.patch(f"/api/webhooks/{held['id']}", json={"active": False})
+        deleted = await s.http.delete(f"/api/webhooks/{dropped['id']}")
+        await asyncio.sleep(0.3)  # an attempt already under way when they changed ends meanwhile
+        counts = len(rec.received), len(gone.received)
+        await asyncio.sleep(1.2)  # retries every 0.1-0.4 s, were they sent
+        counts_later = len(rec.received), len(gone.received)
+        rec.status = 200
+        enabled = await s.http.patch(f"/api/webhooks/{held['id']}", json={"active": True})
+        for _ in range(100):
+            log = {d["webhook_id"]: d for d in (await s.http.get("/api/webhooks/deliveries")).json()["items"]}
+            if log[held["id"]]["status"] == "delivered":
+                break
+            await asyncio.sleep(0.05)
+    assert (disabled.status_code, deleted.status_code, enabled.status_code) == (200, 204, 200)
+    assert counts_later == counts, (counts, counts_later)
+    assert (log[held["id"]]["status"], log[held["id"]]["response_code"]) == ("delivered", 200)
+    assert len(rec.received) == counts[0] + 1  # sent once it was enabled again
+    assert (log[dropped["id"]]["status"], log[dropped["id"]]["last_error"]) == (
+        "failed",
+        "the webhook endpoint was deleted",
+    )

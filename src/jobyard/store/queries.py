@@ -581,6 +581,12 @@ INSERT_WEBHOOK = insert(webhooks).returning(*_WEBHOOK_COLUMNS)
 SELECT_WEBHOOK = select(*_WEBHOOK_COLUMNS).where(W.id == bindparam("p_id"), W.tenant_id == bindparam("p_tenant"))
 LIST_WEBHOOKS = select(*_WEBHOOK_COLUMNS).where(W.tenant_id == bindparam("p_tenant")).order_by(W.id)
 DELETE_WEBHOOK = delete(webhooks).where(W.id == bindparam("p_id"), W.tenant_id == bindparam("p_tenant")).returning(W.id)
+# Deleting an endpoint ends its pending deliveries, in the delete's transaction: nothing is sent to it afterwards.
+END_DELETED_WEBHOOK_DELIVERIES = (
+    update(webhook_deliveries)
+    .where(WD.webhook_id == bindparam("p_id"), WD.status == "pending")
+    .values(status="failed", last_error="the webhook endpoint was deleted", updated_at=db_now())
+)
 SET_WEBHOOK_ACTIVE = (
     update(webhooks)
     .where(W.id == bindparam("p_id"), W.tenant_id == bindparam("p_tenant"))
@@ -598,9 +604,14 @@ _DELIVERY_COLUMNS = (
     WD.id, WD.tenant_id, WD.webhook_id, WD.event_id, WD.event_type, WD.job_id, WD.url, WD.status, WD.attempts,
     WD.next_attempt_at, WD.response_code, WD.last_error, WD.created_at, WD.updated_at,
 )  # fmt: skip
+# A tenant endpoint's deliveries wait while it is disabled (a job's own webhook_url has no endpoint row).
 _DUE_DELIVERY_IDS = (
     select(WD.id)
-    .where(WD.status == "pending", WD.next_attempt_at <= db_now())
+    .where(
+        WD.status == "pending",
+        WD.next_attempt_at <= db_now(),
+        or_(WD.webhook_id.is_(None), WD.webhook_id.in_(select(W.id).where(W.active.is_(True)))),
+    )
     .order_by(WD.next_attempt_at)
     .limit(bindparam("p_limit"))
     .with_for_update(skip_locked=True)

@@ -1715,6 +1715,7 @@ class Repository:
         async with self._tx() as conn:
             if (await conn.execute(q.DELETE_WEBHOOK, {"p_id": webhook_id, "p_tenant": tenant_id})).first() is None:
                 raise NotFound(f"webhook {webhook_id} not found")
+            await conn.execute(q.END_DELETED_WEBHOOK_DELIVERIES, {"p_id": webhook_id})
 
     async def claim_due_deliveries(self, limit: int, lease: float) -> list[dict[str, Any]]:
         """Take due deliveries for one attempt each; their due time moves ``lease`` seconds ahead meanwhile.
