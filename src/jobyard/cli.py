@@ -357,7 +357,7 @@ def _print_final(status: dict[str, Any]) -> None:
 def submit(
     action_type: Annotated[str, typer.Argument(metavar="TYPE", help="a registered action type")],
     payload: Annotated[str | None, typer.Option(help="JSON payload")] = None,
-    count: Annotated[int, typer.Option(help="number of actions of this type in the job")] = 1,
+    count: Annotated[int, typer.Option(min=1, help="number of actions of this type in the job")] = 1,
     name: Annotated[str | None, typer.Option(help="a name for the job")] = None,
     wait: Annotated[
         bool, typer.Option(help="wait until the job is final and show its status; then exit 1 unless it succeeded")
@@ -588,7 +588,7 @@ def schedules_create(
     cron: Annotated[str | None, typer.Option(help="cron expression, e.g. '0 0 * * *' (daily at midnight)")] = None,
     every: Annotated[str | None, typer.Option(help="an interval instead: 90s, 30m, 2h, 1d")] = None,
     payload: Annotated[str | None, typer.Option(help="JSON payload of the action")] = None,
-    count: Annotated[int, typer.Option(help="actions of this type in each job")] = 1,
+    count: Annotated[int, typer.Option(min=1, help="actions of this type in each job")] = 1,
     timezone: Annotated[str, typer.Option(help="IANA time zone the cron expression is read in")] = "UTC",
     missed: Annotated[str, typer.Option(help="skip | run_once: what to do with fire times missed while down")] = "skip",
     paused: Annotated[bool, typer.Option(help="create it paused")] = False,

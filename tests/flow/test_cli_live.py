@@ -216,3 +216,9 @@ def test_every_command_that_calls_the_api_says_when_it_cannot_reach_it(command: 
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1].endswith(f"(is the API running at {url}?)"), result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["submit", "demo.noop"], ["schedules", "create", "s", "--action", "demo.noop"]])
+def test_a_count_below_one_is_refused_before_calling_the_api(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--count", "0", "--url", f"http://127.0.0.1:{free_port()}"])
+    assert result.exit_code == 2 and "'--count'" in result.output, result.output
