@@ -56,6 +56,11 @@ def _checked(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
+def _page_params(limit: int, filters: dict[str, str | None]) -> dict[str, Any]:
+    """A list endpoint's query: the page size and the filters that were given (a None or empty one is left out)."""
+    return {"limit": limit, **{name: value for name, value in filters.items() if value}}
+
+
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -114,9 +119,7 @@ class Client:
         return self._page("/api/jobs", limit, status=status, q=search, cursor=cursor)
 
     def _page(self, path: str, limit: int, **filters: str | None) -> dict[str, Any]:
-        """One page of a list endpoint, with the filters that were given (a None or empty one is left out)."""
-        params: dict[str, Any] = {"limit": limit, **{name: value for name, value in filters.items() if value}}
-        page: dict[str, Any] = _checked(self._http.get(path, params=params))
+        page: dict[str, Any] = _checked(self._http.get(path, params=_page_params(limit, filters)))
         return page
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -340,6 +343,14 @@ class AsyncClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         data = _checked(await self._http.post("/api/jobs:batch", json={"jobs": jobs}, headers=headers))
         return [str(job["id"]) for job in data["jobs"]]
+
+    async def jobs(
+        self, *, status: str | None = None, search: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """As ``Client.jobs``: a page of jobs, newest first, ``{"items": [...], "next_cursor": id | None}``."""
+        params = _page_params(limit, {"status": status, "q": search, "cursor": cursor})
+        page: dict[str, Any] = _checked(await self._http.get("/api/jobs", params=params))
+        return page
 
     async def status(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = _checked(await self._http.get(f"/api/jobs/{job_id}/status"))

@@ -140,11 +140,15 @@ async def test_the_python_client_submits_a_batch_and_follows_its_jobs(make_setti
             ids = await client.submit_many(_jobs(2, 1), idempotency_key="k1")
             again = await client.submit_many(_jobs(2, 1), idempotency_key="k1")
             finals = [await client.wait(job_id, timeout=20, interval=0.05) for job_id in ids]
+            first = await client.jobs(limit=1)
+            second = await client.jobs(limit=1, cursor=first["next_cursor"], status="succeeded")
             with pytest.raises(ClientError) as refused:
                 await client.submit_many([{"actions": [{"type": "nope"}]}])
         finally:
             await client.aclose()
     assert again == ids and [final["status"] for final in finals] == ["succeeded", "succeeded"]
+    assert [job["id"] for job in first["items"] + second["items"]] == ids[::-1]  # newest first, a page each
+    assert second["next_cursor"] is None
     assert refused.value.status_code == 422
     assert refused.value.detail[0]["loc"] == ["body", "jobs", 0, "actions", 0, "type"]  # as the API sent it
     assert str(refused.value).startswith("HTTP 422: body.jobs[0].actions[0].type: unknown action type 'nope'")
