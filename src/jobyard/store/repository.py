@@ -195,11 +195,16 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _webhook(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
-    """A webhook endpoint's row as a dict, its time zone-aware on SQLite too (which stores naive UTC times)."""
+def _aware_row(row: Row[*tuple[Any, ...]], *times: str) -> dict[str, Any]:
+    """A row as a dict, the named times zone-aware on SQLite too (which stores naive UTC times)."""
     values = dict(row._mapping)
-    values["created_at"] = _utc(values["created_at"])
+    for key in times:
+        values[key] = _utc(values[key])
     return values
+
+
+def _webhook(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    return _aware_row(row, "created_at")
 
 
 def _job(row: Row[*tuple[Any, ...]]) -> JobRecord:
@@ -311,9 +316,7 @@ def _joined_action(job_id: UUID, row: asyncpg.Record) -> ActionRecord:
 
 
 def _schedule(row: Row[*tuple[Any, ...]]) -> ScheduleRecord:
-    values = dict(row._mapping)
-    for key in ("next_fire_at", "last_fired_at", "created_at", "updated_at"):
-        values[key] = _utc(values[key])
+    values = _aware_row(row, "next_fire_at", "last_fired_at", "created_at", "updated_at")
     values["paused"] = bool(values["paused"])
     return ScheduleRecord(**values)
 
@@ -1770,11 +1773,9 @@ class Repository:
         if before is not None:
             params["p_before"] = before
         async with self._tx() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(stmt, params)]
-        for row in rows:
-            for key in ("next_attempt_at", "created_at", "updated_at"):
-                row[key] = _utc(row[key])
-        return rows
+            return [
+                _aware_row(r, "next_attempt_at", "created_at", "updated_at") for r in await conn.execute(stmt, params)
+            ]
 
     # --- retention ----------------------------------------------------------------------------------
     async def prune_finished(self, older_than: float, batch: int) -> dict[str, int]:
